@@ -1,0 +1,1 @@
+"""The registry: algorithms, immutable semver versions, resolution, instances."""

@@ -1,0 +1,1 @@
+"""Runners: the processes that run algorithm code, one folder per language."""

@@ -1,0 +1,211 @@
+"""The Python runner process (``python -m algomesh.runners.python``)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import importlib.util
+import inspect
+import io
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+
+from algomesh._errors import AlgomeshError, error, to_status
+from algomesh._payload import decode, encode
+from algomesh.v1 import payload_pb2, runner_pb2, runner_pb2_grpc
+
+log = logging.getLogger("algomesh.runner.python")
+
+
+class _CapturingStdout(io.TextIOBase):
+    """sys.stdout for the runner: a call that asked for its output writes to its own
+    buffer (a context variable, so threads and tasks each have theirs); everything else
+    goes to the real stdout (the instance log)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._buf: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar("stdout", default=None)
+
+    @contextlib.contextmanager
+    def capture(self, enabled: bool):
+        if not enabled:
+            yield None
+            return
+        buf = io.StringIO()
+        token = self._buf.set(buf)
+        try:
+            yield buf
+        finally:
+            self._buf.reset(token)
+
+    def write(self, s: str) -> int:
+        buf = self._buf.get()
+        return buf.write(s) if buf is not None else self._real.write(s)
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._real, "encoding", "utf-8")
+
+
+class Algorithm:
+    def __init__(self, path: Path, entrypoint: str) -> None:
+        self.path, self.entrypoint = path, entrypoint
+        self.module: Any = None
+        self.apply: Callable[..., Any] | None = None
+        self.state: Any = None
+        self.takes_state = False
+        self.is_async = False
+
+    def load(self) -> float:
+        t0 = time.perf_counter()
+        sys.path.insert(0, str(self.path))
+        file = self.path / self.entrypoint
+        name = Path(self.entrypoint).stem
+        try:
+            spec = importlib.util.spec_from_file_location(name, file)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import {file}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            apply = getattr(module, "apply", None)
+            if not callable(apply):
+                raise AttributeError(f"{self.entrypoint} has no apply(input) function")
+            load = getattr(module, "load", None)
+            self.state = load() if callable(load) else None
+        except Exception as exc:
+            raise error("ALGORITHM_LOAD_FAILED", f"{type(exc).__name__}: {exc}",
+                        stacktrace=_user_traceback(exc), error_type=type(exc).__name__) from None
+        self.module, self.apply = module, apply
+        params = [p for p in inspect.signature(apply).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.takes_state = len(params) >= 2
+        self.is_async = inspect.iscoroutinefunction(apply)
+        return time.perf_counter() - t0
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the runner's own frames."""
+    tb = exc.__traceback__
+    runner_file = __file__
+    while tb is not None and tb.tb_frame.f_code.co_filename == runner_file:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class RunnerServicer(runner_pb2_grpc.RunnerServicer):
+    def __init__(self, algorithm: Algorithm, concurrency: int, stdout: _CapturingStdout) -> None:
+        self.algorithm = algorithm
+        self.stdout = stdout
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply")
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self._load_seconds = 0.0
+
+    async def Load(self, request, context):
+        async with self._load_lock:
+            if not self._loaded:
+                try:
+                    self._load_seconds = await asyncio.get_running_loop().run_in_executor(
+                        self.pool, self.algorithm.load)
+                except AlgomeshError as exc:
+                    await context.abort(*to_status(exc))
+                self._loaded = True
+        return runner_pb2.LoadResponse(duration=self._load_seconds,
+                                       runtime=f"python {platform.python_version()}")
+
+    async def Apply(self, request: payload_pb2.CallRequest, context):
+        try:
+            if not self._loaded:
+                raise error("INTERNAL", "Apply before Load")
+            value = decode(request.input)
+            t0 = time.perf_counter()
+            if self.algorithm.is_async:
+                out, printed = await self._apply_async(value, request.capture_stdout)
+            else:
+                out, printed = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, self._apply_sync, value, request.capture_stdout)
+            duration = time.perf_counter() - t0
+            try:
+                payload = encode(out)
+            except AlgomeshError as exc:
+                raise error("ALGORITHM_ERROR", f"apply() returned a value that cannot be sent: {exc.message}",
+                            error_type="TypeError") from None
+            return payload_pb2.CallResponse(output=payload, stdout=printed, duration=duration)
+        except AlgomeshError as exc:
+            await context.abort(*to_status(exc))
+
+    def _args(self, value: Any) -> tuple:
+        return (value, self.algorithm.state) if self.algorithm.takes_state else (value,)
+
+    def _apply_sync(self, value: Any, capture: bool) -> tuple[Any, str]:
+        with self.stdout.capture(capture) as buf:
+            try:
+                out = self.algorithm.apply(*self._args(value))
+            except Exception as exc:
+                raise _algorithm_error(exc, buf) from None
+        return out, buf.getvalue() if buf is not None else ""
+
+    async def _apply_async(self, value: Any, capture: bool) -> tuple[Any, str]:
+        with self.stdout.capture(capture) as buf:
+            try:
+                out = await self.algorithm.apply(*self._args(value))
+            except Exception as exc:
+                raise _algorithm_error(exc, buf) from None
+        return out, buf.getvalue() if buf is not None else ""
+
+
+def _algorithm_error(exc: Exception, buf: io.StringIO | None) -> AlgomeshError:
+    extra = {"stdout": buf.getvalue()} if buf is not None and buf.getvalue() else {}
+    return error("ALGORITHM_ERROR", str(exc) or type(exc).__name__, stacktrace=_user_traceback(exc),
+                 error_type=type(exc).__name__, **extra)
+
+
+async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> None:
+    stdout = _CapturingStdout(sys.stdout)
+    sys.stdout = stdout  # type: ignore[assignment]
+    algorithm = Algorithm(path, entrypoint)
+    server = grpc.aio.server(options=(
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ))
+    runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(algorithm, concurrency, stdout), server)
+    server.add_insecure_port(f"unix://{socket}")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m algomesh.runners.python")
+    p.add_argument("--socket", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--entrypoint", required=True)
+    p.add_argument("--concurrency", type=int, default=1)
+    a = p.parse_args(argv)
+    import uvloop
+
+    uvloop.run(serve(a.socket, Path(a.path).resolve(), a.entrypoint, a.concurrency))
+    # Exit now: an apply() still running in a worker thread (a call that overran its
+    # deadline) must not hold the process open.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,43 @@
+"""algomesh: pipe machine-learning models together like Unix programs.
+
+    import algomesh
+    client = algomesh.client("API_KEY")
+    clean = client.algo("demo/clean")
+    score = client.algo("demo/sentiment/1.*")
+    print(score.pipe(clean.pipe("what a lovely day!")).result)
+"""
+from ._client import (
+    Algorithm,
+    AsyncAlgorithm,
+    AsyncClient,
+    AsyncResponse,
+    Client,
+    Metadata,
+    Response,
+    async_client,
+    client,
+)
+from ._errors import (
+    AlgomeshError,
+    AlgorithmError,
+    DeadlineExceededError,
+    InternalError,
+    InvalidError,
+    LimitError,
+    NotFoundError,
+    PermissionError_,
+    RunnerCrashedError,
+    UnavailableError,
+    VersionExistsError,
+)
+from ._payload import Payload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "client", "async_client", "Client", "AsyncClient", "Algorithm", "AsyncAlgorithm",
+    "Response", "AsyncResponse", "Metadata", "Payload",
+    "AlgomeshError", "AlgorithmError", "DeadlineExceededError", "InternalError", "InvalidError",
+    "LimitError", "NotFoundError", "PermissionError_", "RunnerCrashedError", "UnavailableError",
+    "VersionExistsError",
+]

@@ -1,0 +1,326 @@
+"""The client: ``algomesh.client(key).algo("owner/name").pipe(input).result``.
+
+Two clients of one shape. ``Client`` is for ordinary code: ``pipe`` starts the call at
+once and returns a ``Response`` future; ``.result`` waits. Passing a response into the
+next ``pipe`` chains without waiting (the next call starts when the first finishes), so
+the whitepaper's ``algo2.pipe(algo1.pipe(input)).result`` costs one wait. ``AsyncClient``
+is for asyncio code: ``await algo.pipe(x)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+
+from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc
+
+from . import _wire
+from ._archive import pack
+from ._errors import AlgomeshError, error, from_rpc_error
+from ._payload import content_type_name, decode, encode
+from ._refs import Target, parse_target
+
+__all__ = ["Client", "AsyncClient", "Algorithm", "AsyncAlgorithm", "Response", "Metadata", "client", "async_client"]
+
+
+@dataclass(frozen=True)
+class Metadata:
+    content_type: str       # "json", "text" or "binary"
+    duration: float         # seconds inside the algorithm's apply
+    version: str            # the exact version that answered
+    algorithm: str          # owner/name that answered
+    stdout: str | None      # what the algorithm printed, when asked with stdout=True
+    cold_start: bool = False
+
+
+@dataclass(frozen=True)
+class _Options:
+    timeout: float = _wire.DEFAULT_TIMEOUT
+    stdout: bool = False
+
+
+class _Raw:
+    """A finished call: the undecoded CallResponse and its trailing metadata."""
+
+    __slots__ = ("response", "trailing")
+
+    def __init__(self, body: bytes, trailing: Any) -> None:
+        self.response = payload_pb2.CallResponse.FromString(body)
+        self.trailing = {k: v for k, v in (trailing or ())}
+
+    def metadata(self) -> Metadata:
+        r = self.response
+        return Metadata(
+            content_type=content_type_name(r.output.content_type),
+            duration=r.duration,
+            version=str(self.trailing.get(_wire.VERSION_KEY, "")),
+            algorithm=str(self.trailing.get(_wire.ALGORITHM_KEY, "")),
+            stdout=r.stdout if r.stdout else None,
+            cold_start=self.trailing.get(_wire.COLD_START_KEY) == "1",
+        )
+
+
+def _request(value: Any, options: _Options) -> bytes:
+    payload = value.response.output if isinstance(value, _Raw) else encode(value)
+    return payload_pb2.CallRequest(input=payload, capture_stdout=options.stdout).SerializeToString()
+
+
+def _call_metadata(target: Target, api_key: str | None) -> tuple[tuple[str, str], ...]:
+    md: tuple[tuple[str, str], ...] = ((_wire.TARGET_KEY, str(target)),)
+    if api_key:
+        md += ((_wire.AUTH_KEY, f"Simple {api_key}"),)
+    return md
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+# ---------------------------------------------------------------------------- sync
+
+
+class Response:
+    """A call in flight or finished. ``.result`` waits; ``await response`` works too."""
+
+    def __init__(self, future: "concurrent.futures.Future[_Raw]") -> None:
+        self._future = future
+
+    def _raw(self) -> _Raw:
+        if not self._future.done() and _running_loop() is not None:
+            raise RuntimeError(
+                "Response.result would block the running event loop; "
+                "use `await response` or algomesh.async_client()"
+            )
+        return self._future.result()
+
+    @property
+    def result(self) -> Any:
+        """The decoded output: str for TEXT, bytes for BINARY, JSON values otherwise."""
+        return decode(self._raw().response.output)
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._raw().metadata()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield from asyncio.wrap_future(self._future).__await__()
+        return self
+
+    def __repr__(self) -> str:
+        return f"<algomesh.Response {'done' if self.done() else 'pending'}>"
+
+
+class Algorithm:
+    """One algorithm, at a version or version range. Cheap to create."""
+
+    def __init__(self, client: "Client", ref: str) -> None:
+        self._client = client
+        self.target = parse_target(ref)
+        self._options = _Options()
+
+    def set_options(self, timeout: float | None = None, stdout: bool | None = None) -> "Algorithm":
+        """Per-algorithm options (Algorithmia's names): timeout in seconds, stdout capture."""
+        opts = self._options
+        self._options = _Options(
+            timeout=opts.timeout if timeout is None else float(timeout),
+            stdout=opts.stdout if stdout is None else bool(stdout),
+        )
+        return self
+
+    def pipe(self, input: Any) -> Response:
+        """Call the algorithm with ``input``; a Response passed in is chained, not awaited."""
+        out: concurrent.futures.Future[_Raw] = concurrent.futures.Future()
+        if isinstance(input, Response):
+            def chain(prev: "concurrent.futures.Future[_Raw]") -> None:
+                exc = prev.exception()
+                if exc is not None:
+                    out.set_exception(exc)
+                else:
+                    self._start(prev.result(), out)
+            input._future.add_done_callback(chain)
+        else:
+            self._start(input, out)
+        return Response(out)
+
+    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]") -> None:
+        try:
+            body = _request(value, self._options)
+            call = self._client._call.future(
+                body,
+                metadata=_call_metadata(self.target, self._client.api_key),
+                timeout=self._options.timeout,
+            )
+        except AlgomeshError as exc:
+            out.set_exception(exc)
+            return
+
+        def done(f: grpc.Future) -> None:
+            try:
+                out.set_result(_Raw(f.result(), f.trailing_metadata()))
+            except grpc.RpcError as exc:
+                out.set_exception(from_rpc_error(exc))
+            except grpc.FutureCancelledError:
+                out.set_exception(error("INTERNAL", "call cancelled"))
+            except Exception as exc:  # undecodable response from a foreign server
+                out.set_exception(error("INTERNAL", f"bad response: {exc!r}"))
+
+        call.add_done_callback(done)
+
+    def __repr__(self) -> str:
+        return f"<algomesh.Algorithm {self.target}>"
+
+
+class Client:
+    """A connection to the mesh. Inside an algorithm it reaches the algorithm's sidecar."""
+
+    def __init__(self, api_key: str | None = None, address: str | None = None) -> None:
+        self.api_key = api_key if api_key is not None else os.environ.get(_wire.ENV_API_KEY)
+        self.address = _wire.resolve_address(address)
+        self._channel = grpc.insecure_channel(self.address, options=_wire.CHANNEL_OPTIONS)
+        self._call: Callable[..., Any] = self._channel.unary_unary(_wire.CALL_METHOD)
+
+    def algo(self, ref: str) -> Algorithm:
+        return Algorithm(self, ref)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
+    # registry -----------------------------------------------------------------------
+
+    def _registry(self, method: str, request: Any, timeout: float = 60.0) -> Any:
+        stub = registry_pb2_grpc.RegistryStub(self._channel)
+        try:
+            return getattr(stub, method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def publish(self, path: str | os.PathLike[str]) -> registry_pb2.PublishResponse:
+        """Publish the algorithm folder at ``path`` (its algomesh.toml names it)."""
+        return self._registry("Publish", registry_pb2.PublishRequest(archive=pack(path)), timeout=300)
+
+    def algorithms(self) -> list[registry_pb2.AlgorithmSummary]:
+        return list(self._registry("ListAlgorithms", registry_pb2.ListAlgorithmsRequest()).algorithms)
+
+    def versions(self, name: str) -> list[registry_pb2.VersionInfo]:
+        """Every published version of ``owner/name``, newest first."""
+        return list(self._registry("ListVersions", registry_pb2.ListVersionsRequest(name=name)).versions)
+
+    def instances(self, name: str = "") -> list[registry_pb2.Instance]:
+        return list(self._registry("ListInstances", registry_pb2.ListInstancesRequest(algorithm=name)).instances)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def client(api_key: str | None = None, address: str | None = None) -> Client:
+    """``algomesh.client("KEY")``: key and address fall back to ALGOMESH_API_KEY,
+    ALGOMESH_ADDRESS, then localhost:7700."""
+    return Client(api_key, address)
+
+
+# ---------------------------------------------------------------------------- async
+
+
+class AsyncResponse:
+    """A call running as an asyncio task. ``await`` it, then read ``.result``."""
+
+    def __init__(self, task: "asyncio.Future[_Raw]") -> None:
+        self._task = task
+
+    def _raw(self) -> _Raw:
+        if not self._task.done():
+            raise RuntimeError("the response is not ready: `await` it first")
+        return self._task.result()
+
+    @property
+    def result(self) -> Any:
+        return decode(self._raw().response.output)
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._raw().metadata()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield from self._task.__await__()
+        return self
+
+
+class AsyncAlgorithm:
+    def __init__(self, client: "AsyncClient", ref: str) -> None:
+        self._client = client
+        self.target = parse_target(ref)
+        self._options = _Options()
+
+    set_options = Algorithm.set_options  # same options, same semantics
+
+    def pipe(self, input: Any) -> AsyncResponse:
+        """Start the call now; ``await`` the response. Responses passed in are chained."""
+        return AsyncResponse(asyncio.ensure_future(self._run(input)))
+
+    async def _run(self, value: Any) -> _Raw:
+        if isinstance(value, AsyncResponse):
+            value = (await value)._raw()
+        elif isinstance(value, Response):
+            value = (await value)._raw()
+        body = _request(value, self._options)
+        call = self._client._stub()(
+            body,
+            metadata=_call_metadata(self.target, self._client.api_key),
+            timeout=self._options.timeout,
+        )
+        try:
+            reply = await call
+            return _Raw(reply, await call.trailing_metadata())
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+class AsyncClient:
+    def __init__(self, api_key: str | None = None, address: str | None = None) -> None:
+        self.api_key = api_key if api_key is not None else os.environ.get(_wire.ENV_API_KEY)
+        self.address = _wire.resolve_address(address)
+        self._channel: grpc.aio.Channel | None = None
+        self._multicallable: Any = None
+
+    def _stub(self) -> Any:
+        if self._multicallable is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=_wire.CHANNEL_OPTIONS)
+            self._multicallable = self._channel.unary_unary(_wire.CALL_METHOD)
+        return self._multicallable
+
+    def algo(self, ref: str) -> AsyncAlgorithm:
+        return AsyncAlgorithm(self, ref)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def async_client(api_key: str | None = None, address: str | None = None) -> AsyncClient:
+    return AsyncClient(api_key, address)

@@ -1,0 +1,34 @@
+"""Names that every algomesh process agrees on: metadata keys, method paths, defaults."""
+from __future__ import annotations
+
+import os
+
+CALL_METHOD = "/algomesh.v1.Mesh/Call"
+
+# Request metadata (routing facts travel here so a sidecar never decodes a body).
+TARGET_KEY = "algomesh-target"          # owner/name[/version]
+AUTH_KEY = "authorization"              # "Simple <api key>"; stripped by the ingress
+CALLER_KEY = "algomesh-caller"          # owner/name@version of the calling algorithm
+# Response trailing metadata.
+ALGORITHM_KEY = "algomesh-algorithm"
+VERSION_KEY = "algomesh-version"
+COLD_START_KEY = "algomesh-cold-start"
+
+DEFAULT_PORT = 7700
+DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"
+DEFAULT_TIMEOUT = 300.0                 # seconds, as Algorithmia's default
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024    # transport ceiling; the payload limit is policy (issue 4)
+
+ENV_ADDRESS = "ALGOMESH_ADDRESS"
+ENV_API_KEY = "ALGOMESH_API_KEY"
+
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.enable_retries", 0),
+)
+
+
+def resolve_address(address: str | None) -> str:
+    """The explicit address, else $ALGOMESH_ADDRESS, else localhost:7700."""
+    return address or os.environ.get(ENV_ADDRESS) or DEFAULT_ADDRESS

@@ -1,0 +1,156 @@
+"""The ``algomesh`` command.
+
+    algomesh up [--data-dir DIR] [--port PORT]      run the mesh on this machine
+    algomesh publish PATH                           publish an algorithm folder
+    algomesh call owner/name[/version] -d JSON      call one (also --text, --file, stdin)
+    algomesh ls                                     list algorithms
+    algomesh versions owner/name                    list an algorithm's versions
+
+Errors print one line (``error: REASON: message``) and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import _wire
+from ._client import Client
+from ._errors import REASONS, AlgomeshError, AlgorithmError
+from ._payload import Payload
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="algomesh", description="Pipe machine-learning models together.")
+    p.add_argument("--address", help=f"the mesh (default ${_wire.ENV_ADDRESS} or {_wire.DEFAULT_ADDRESS})")
+    p.add_argument("--api-key", help=f"API key (default ${_wire.ENV_API_KEY})")
+    p.add_argument("-v", "--verbose", action="store_true", help="print stack traces of algorithm errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the mesh on this machine (registry, ingress, launcher)")
+    up.add_argument("--data-dir", type=Path, help="where the registry, artifacts and logs live "
+                    "(default: $XDG_DATA_HOME/algomesh or ~/.local/share/algomesh)")
+    up.add_argument("--port", type=int, default=_wire.DEFAULT_PORT, help="gRPC port (0 picks a free one)")
+    up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    up.add_argument("--registry", default="", help="registry store URL (default sqlite in the data dir)")
+
+    pub = sub.add_parser("publish", help="publish the algorithm folder at PATH")
+    pub.add_argument("path", type=Path)
+
+    call = sub.add_parser("call", help="call an algorithm and print its result")
+    call.add_argument("algorithm", help="owner/name or owner/name/version (1.2.3, 1.2.*, 1.*)")
+    data = call.add_mutually_exclusive_group()
+    data.add_argument("-d", "--data", help="input as JSON ('-' reads stdin)")
+    data.add_argument("-t", "--text", help="input as text ('-' reads stdin)")
+    data.add_argument("-f", "--file", help="input as binary, from a file ('-' reads stdin)")
+    call.add_argument("--timeout", type=float, default=_wire.DEFAULT_TIMEOUT, help="seconds (default 300)")
+    call.add_argument("--stdout", action="store_true", help="also print what the algorithm printed (to stderr)")
+    call.add_argument("-o", "--output", type=Path, help="write the result to a file")
+    call.add_argument("--meta", action="store_true", help="print the response metadata (to stderr)")
+
+    sub.add_parser("ls", help="list algorithms")
+    ver = sub.add_parser("versions", help="list the versions of an algorithm")
+    ver.add_argument("name", help="owner/name")
+    return p
+
+
+def _input(a: argparse.Namespace) -> Any:
+    if a.text is not None:
+        return sys.stdin.read() if a.text == "-" else a.text
+    if a.file is not None:
+        data = sys.stdin.buffer.read() if a.file == "-" else Path(a.file).read_bytes()
+        return Payload(data, "binary")
+    raw = a.data if a.data is not None and a.data != "-" else sys.stdin.buffer.read()
+    # Sent as declared: a malformed document gets the mesh's INVALID_INPUT, like any client.
+    return Payload(raw.encode() if isinstance(raw, str) else raw, "json")
+
+
+def _print_result(result: Any, output: Path | None) -> None:
+    if output is not None:
+        if isinstance(result, bytes):
+            output.write_bytes(result)
+        elif isinstance(result, str):
+            output.write_text(result)
+        else:
+            output.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    if isinstance(result, bytes):
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+    elif isinstance(result, str):
+        print(result)
+    else:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+def _up(a: argparse.Namespace) -> int:
+    try:
+        from algomesh.sidecar import controlplane
+    except ImportError as exc:
+        print(f"error: `algomesh up` needs the server extra (pip install 'algomesh[server]'): {exc}",
+              file=sys.stderr)
+        return 1
+    data_dir = a.data_dir or controlplane.default_data_dir()
+    controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
+                                           registry_url=a.registry))
+    return 0
+
+
+def _run(a: argparse.Namespace) -> int:
+    if a.command == "up":
+        return _up(a)
+    client = Client(a.api_key, a.address)
+    if a.command == "publish":
+        resp = client.publish(a.path)
+        m = resp.version.manifest
+        what = "published" if resp.created else "already published (same content)"
+        print(f"{m.name} {m.version} {what}  sha256:{resp.version.digest[:16]}")
+    elif a.command == "call":
+        algo = client.algo(a.algorithm).set_options(timeout=a.timeout, stdout=a.stdout)
+        t0 = time.perf_counter()
+        resp = algo.pipe(_input(a))
+        result = resp.result
+        md = resp.metadata
+        if a.stdout and md.stdout:
+            sys.stderr.write(md.stdout)
+        if a.meta:
+            print(f"{md.algorithm} {md.version}  {md.content_type}  apply {md.duration * 1000:.1f} ms  "
+                  f"total {(time.perf_counter() - t0) * 1000:.1f} ms{'  cold start' if md.cold_start else ''}",
+                  file=sys.stderr)
+        _print_result(result, a.output)
+    elif a.command == "ls":
+        algos = client.algorithms()
+        if not algos:
+            print("no algorithms published yet: `algomesh publish PATH`")
+        for s in algos:
+            print(f"{s.name:32} {s.latest_version:12} {s.version_count:3} version(s)  {s.description}")
+    elif a.command == "versions":
+        for v in client.versions(a.name):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.published_at))
+            print(f"{v.manifest.version:16} {when}  sha256:{v.digest[:16]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        return _run(a)
+    except AlgomeshError as exc:
+        hint = REASONS[exc.reason].hint if exc.reason in REASONS else ""
+        print(f"error: {exc.reason}: {exc.message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        if a.verbose and isinstance(exc, AlgorithmError) and exc.stacktrace:
+            print(exc.stacktrace, file=sys.stderr, end="")
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``algomesh up``: the control plane in one process, on embedded defaults.
+
+One gRPC port serves the ingress (algomesh.v1.Mesh: a sidecar with no runner), the
+registry (algomesh.v1.Registry), health and reflection. A local launcher starts
+algorithm instances on their first call. SIGINT/SIGTERM stop everything.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from algomesh import _wire
+from algomesh.registry.artifacts import ArtifactStore
+from algomesh.registry.service import Registry, RegistryServicer
+from algomesh.registry.store import open_store
+from algomesh.v1 import registry_pb2, registry_pb2_grpc
+
+from .launcher import LocalLauncher
+from .route import Directory, Location, Router, location_from
+from .server import MESH_SERVICE, mesh_handler, new_server
+from .stack import ingress_stack
+
+log = logging.getLogger("algomesh.up")
+
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "algomesh"
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = _wire.DEFAULT_PORT
+    registry_url: str = ""      # default: sqlite in data_dir
+
+    @property
+    def store_url(self) -> str:
+        return self.registry_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+
+async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.store_url)
+    store.clear_instances()  # the previous run's instances died with it
+    artifacts = ArtifactStore(cfg.data_dir / "artifacts")
+    registry = Registry(store, artifacts)
+    # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
+    socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
+
+    server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE])
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise SystemExit(f"algomesh up: cannot listen on {cfg.host}:{cfg.port} (in use?)")
+    address = f"{cfg.host}:{port}"
+
+    launcher = LocalLauncher(registry=registry, registry_address=address, artifacts=artifacts,
+                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs")
+
+    async def locate(target: str) -> Location:
+        info = await registry.resolve(target)
+        instances, cold = await launcher.ensure(info)
+        return location_from(registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold))
+
+    router = Router(Directory(locate))
+    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry, launcher.ensure), server)
+    server.add_generic_rpc_handlers((mesh_handler(ingress_stack(router)),))
+    await server.start()
+    await health.serving()
+    announce(f"algomesh up: listening on {address}")
+    announce(f"  registry  {cfg.store_url}")
+    announce(f"  data      {cfg.data_dir}")
+    announce(f"  logs      {cfg.data_dir / 'logs'}")
+    announce("  Ctrl-C to stop")
+    sys.stdout.flush()
+
+    await stop.wait()
+
+    log.info("stopping")
+    await health.not_serving()
+    await launcher.stop_all()       # while the server still answers their deregistration
+    await server.stop(grace=2)
+    await router.close()
+    store.close()
+    shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+async def main(cfg: UpConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(cfg, stop)
+
+
+def run(cfg: UpConfig) -> None:
+    import uvloop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(main(cfg))

@@ -1,0 +1,173 @@
+"""The local launcher: algorithm instances as subprocesses of the control plane.
+
+``ensure(version)`` returns the ready instances of a version, starting one when there
+is none (a cold start: sidecar + runner + the algorithm's load()). An instance is ready
+when its sidecar registers with the registry. Instances stay warm until shutdown;
+``stop_all`` stops every one of them. A child never outlives the control plane: it is
+asked to stop on shutdown, killed if it does not, and Linux's parent-death signal
+covers a control plane that is itself killed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from algomesh._errors import error
+from algomesh.registry.artifacts import ArtifactStore
+from algomesh.registry.service import Registry
+from algomesh.v1 import registry_pb2
+
+from .procs import child_env
+
+log = logging.getLogger("algomesh.launcher")
+
+STOP_GRACE = 5.0
+
+
+@dataclass
+class _Child:
+    id: str
+    name: str
+    version: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    instance: registry_pb2.Instance | None = None
+
+
+class LocalLauncher:
+    def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
+                 socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0) -> None:
+        self.registry = registry
+        self.registry_address = registry_address
+        self.artifacts = artifacts
+        self.socket_dir = Path(socket_dir)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.launch_timeout = launch_timeout
+        self._children: dict[str, _Child] = {}
+        self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
+        self._stopping = False
+        self._reapers: set[asyncio.Future[None]] = set()
+        registry.on_instance(self._on_instance)
+
+    # registry events ----------------------------------------------------------------
+
+    def _on_instance(self, event: str, instance: registry_pb2.Instance) -> None:
+        child = self._children.get(instance.id)
+        if child is None:
+            return
+        if event == "register":
+            child.instance = instance
+            child.ready.set()
+        else:
+            child.instance = None
+
+    # the locator --------------------------------------------------------------------
+
+    def ready(self, name: str, version: str) -> list[registry_pb2.Instance]:
+        return [c.instance for c in self._children.values()
+                if c.name == name and c.version == version and c.instance is not None
+                and c.process.returncode is None]
+
+    async def ensure(self, info: registry_pb2.VersionInfo) -> tuple[list[registry_pb2.Instance], bool]:
+        m = info.manifest
+        found = self.ready(m.name, m.version)
+        if found:
+            return found, False
+        key = (m.name, m.version)
+        pending = self._starting.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._start(info))
+            self._starting[key] = pending
+            pending.add_done_callback(lambda _f: self._starting.pop(key, None))
+        await asyncio.shield(pending)
+        return self.ready(m.name, m.version) or [pending.result()], True
+
+    async def _start(self, info: registry_pb2.VersionInfo) -> registry_pb2.Instance:
+        if self._stopping:
+            raise error("LAUNCH_FAILED", "the mesh is shutting down")
+        m = info.manifest
+        iid = "i" + uuid.uuid4().hex[:10]
+        log_path = self.log_dir / f"{m.name.replace('/', '.')}-{m.version}-{iid}.log"
+        cmd = [sys.executable, "-m", "algomesh.sidecar",
+               "--instance-id", iid, "--algorithm", m.name, "--version", m.version,
+               "--runtime", m.runtime, "--entrypoint", m.entrypoint,
+               "--path", str(self.artifacts.path(info.digest)),
+               "--registry", self.registry_address, "--socket-dir", str(self.socket_dir),
+               "--concurrency", str(max(1, m.scaling.concurrency))]
+        t0 = time.monotonic()
+        with open(log_path, "ab") as logfile:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                start_new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
+                env=child_env({"PYTHONPYCACHEPREFIX": str(self.log_dir.parent / "pycache")}))
+        child = _Child(iid, m.name, m.version, proc, log_path)
+        self._children[iid] = child
+        reaper = asyncio.ensure_future(self._reap(child))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        log.info("cold start %s %s (instance %s, log %s)", m.name, m.version, iid, log_path)
+
+        exited = asyncio.ensure_future(proc.wait())
+        ready = asyncio.ensure_future(child.ready.wait())
+        done, _ = await asyncio.wait({exited, ready}, timeout=self.launch_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        exited.cancel()
+        if child.instance is not None and proc.returncode is None:
+            log.info("%s %s ready in %.2fs at %s", m.name, m.version, time.monotonic() - t0, child.instance.address)
+            return child.instance
+        if proc.returncode is None:
+            await self._stop_child(child)
+            raise error("LAUNCH_FAILED", f"{m.name} {m.version} did not start within {self.launch_timeout:.0f}s; "
+                        f"see {log_path}", algorithm=m.name, version=m.version)
+        raise error("LAUNCH_FAILED", f"{m.name} {m.version} exited with code {proc.returncode} while starting: "
+                    f"{_tail(log_path)}", algorithm=m.name, version=m.version)
+
+    async def _reap(self, child: _Child) -> None:
+        rc = await child.process.wait()
+        self._children.pop(child.id, None)
+        if not self._stopping:
+            log.warning("instance %s of %s %s exited with code %s", child.id, child.name, child.version, rc)
+        if child.instance is not None:  # it died without withdrawing
+            await self.registry.deregister_instance(child.id)
+
+    # shutdown -----------------------------------------------------------------------
+
+    async def _stop_child(self, child: _Child) -> None:
+        proc = child.process
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                log.warning("instance %s did not stop in %.0fs; killing its process group", child.id, STOP_GRACE)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+
+    async def stop_all(self) -> None:
+        self._stopping = True
+        await asyncio.gather(*(self._stop_child(c) for c in list(self._children.values())))
+        await asyncio.gather(*list(self._reapers))  # every instance withdrawn from the registry
+
+    def instances(self) -> list[tuple[str, str, str, int | None]]:
+        return [(c.id, c.name, c.version, c.process.returncode) for c in self._children.values()]
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])

@@ -1,0 +1,185 @@
+"""The runner supervisor: the inbound stack's terminal handler.
+
+Starts the algorithm's runner process, waits for its socket, calls ``Load`` once, then
+forwards each call's bytes to ``Runner/Apply``. A runner that dies is reported to the
+call in flight as RUNNER_CRASHED and restarted by the next call. A call that overruns
+its deadline leaves its apply running inside the runner, so the runner is recycled as
+soon as no other call is using it (as Algorithmia kills a timed-out algorithm).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+
+from algomesh import _wire
+from algomesh._errors import AlgomeshError, error, from_rpc_error
+from algomesh.v1 import runner_pb2, runner_pb2_grpc
+
+from .deadline import remaining
+from .procs import child_env
+from .runtimes import RunnerSpec, runner_command
+from .stack import Call, Reply
+
+log = logging.getLogger("algomesh.runner")
+
+APPLY_METHOD = "/algomesh.v1.Runner/Apply"
+START_TIMEOUT = 60.0     # process start until its socket answers
+LOAD_TIMEOUT = 600.0     # the algorithm's load()
+STOP_GRACE = 3.0
+
+
+class RunnerProcess:
+    def __init__(self, *, algorithm: str, version: str, runtime: str, spec: RunnerSpec,
+                 env: dict[str, str]) -> None:
+        self.algorithm, self.version, self.runtime = algorithm, version, runtime
+        self.spec = spec
+        self._env = env
+        self._trailing = [(_wire.ALGORITHM_KEY, algorithm), (_wire.VERSION_KEY, version)]
+        self._proc: asyncio.subprocess.Process | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._apply = None
+        self._ready = False
+        self._lock = asyncio.Lock()
+        self._in_flight = 0
+        self._recycle = False
+        self._load_error: AlgomeshError | None = None  # from the eager load, told once
+        self.starts = 0
+
+    # lifecycle --------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        """Start eagerly (at instance start). A failing load() is kept and reported to
+        the first call instead of being retried by it."""
+        try:
+            await self._ensure()
+        except AlgomeshError as exc:
+            log.error("%s %s failed to start: %s", self.algorithm, self.version, exc)
+            self._load_error = exc
+
+    async def _ensure(self) -> None:
+        if self._ready and self.alive:
+            return
+        async with self._lock:
+            if self._ready and self.alive:
+                return
+            if self._load_error is not None:
+                exc, self._load_error = self._load_error, None
+                raise exc
+            await self._stop_process()
+            await self._spawn_and_load()
+
+    async def _spawn_and_load(self) -> None:
+        sock = Path(self.spec.socket)
+        sock.unlink(missing_ok=True)
+        cmd = runner_command(self.runtime, self.spec)
+        self.starts += 1
+        t0 = time.monotonic()
+        self._proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=self.spec.path, env=child_env(self._env), stdin=asyncio.subprocess.DEVNULL)
+        self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
+        exited = asyncio.ensure_future(self._proc.wait())
+        ready = asyncio.ensure_future(self._channel.channel_ready())
+        try:
+            done, _ = await asyncio.wait({exited, ready}, timeout=START_TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if exited in done:
+            raise error("LAUNCH_FAILED", f"the {self.runtime} runner exited with code "
+                        f"{self._proc.returncode} before serving; see the instance log",
+                        algorithm=self.algorithm, version=self.version)
+        exited.cancel()
+        if ready not in done:
+            await self._stop_process()
+            raise error("LAUNCH_FAILED", f"the {self.runtime} runner did not serve within {START_TIMEOUT:.0f}s",
+                        algorithm=self.algorithm, version=self.version)
+        stub = runner_pb2_grpc.RunnerStub(self._channel)
+        try:
+            resp = await stub.Load(runner_pb2.LoadRequest(algorithm=self.algorithm, version=self.version),
+                                   timeout=LOAD_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            typed = from_rpc_error(exc)
+            if typed.reason in ("MESH_UNAVAILABLE", "INTERNAL") and not self.alive:
+                typed = error("RUNNER_CRASHED", f"the runner died during load() (exit {self._proc.returncode})",
+                              algorithm=self.algorithm, version=self.version)
+            await self._stop_process()
+            raise typed from None
+        self._apply = self._channel.unary_unary(APPLY_METHOD)
+        self._ready = True
+        log.info("%s %s runner ready in %.3fs (load() %.3fs, %s)", self.algorithm, self.version,
+                 time.monotonic() - t0, resp.duration, resp.runtime)
+
+    async def _stop_process(self) -> None:
+        self._ready = False
+        self._apply = None
+        proc, self._proc = self._proc, None
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._stop_process()
+
+    # the terminal handler -----------------------------------------------------------
+
+    async def __call__(self, call: Call) -> Reply:
+        await self._ensure()
+        proc, apply = self._proc, self._apply
+        self._in_flight += 1
+        try:
+            rpc = apply(call.body, timeout=remaining(call))
+            return Reply(await rpc, self._trailing)
+        except grpc.aio.AioRpcError as exc:
+            raise await self._failure(exc, proc) from None
+        except asyncio.CancelledError:
+            self._recycle = True  # the caller gave up; its apply may still be running
+            raise
+        finally:
+            self._in_flight -= 1
+            if self._recycle and self._in_flight == 0:
+                self._recycle = False
+                asyncio.ensure_future(self.stop())
+
+    async def _failure(self, exc: grpc.aio.AioRpcError, proc: asyncio.subprocess.Process | None) -> AlgomeshError:
+        code = exc.code()
+        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            self._recycle = True
+            return error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",
+                         algorithm=self.algorithm, version=self.version)
+        typed = from_rpc_error(exc)
+        if "grpc_code" not in typed.metadata:
+            return typed  # the runner answered with a typed error (ALGORITHM_ERROR, INVALID_INPUT, ...)
+        if code != grpc.StatusCode.UNAVAILABLE and proc is not None and proc.returncode is None:
+            return typed  # a bare status from a live runner
+        # The connection broke: the process died (or is dying). Say how.
+        rc = None
+        if proc is not None:
+            try:
+                rc = await asyncio.wait_for(proc.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        self._ready = False
+        how = (f"was killed by signal {-rc}" if rc is not None and rc < 0
+               else f"exited with code {rc}" if rc is not None else "stopped answering")
+        log.error("%s %s runner %s during a call", self.algorithm, self.version, how)
+        return error("RUNNER_CRASHED", f"{self.algorithm} {self.version}: the algorithm's process {how} "
+                     "during the call; it restarts on the next call",
+                     algorithm=self.algorithm, version=self.version, exit_code=str(rc))

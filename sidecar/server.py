@@ -1,0 +1,89 @@
+"""grpc.aio plumbing shared by every algomesh server: the raw-bytes Mesh handler,
+health (grpc.health.v1) and server reflection."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from algomesh import _wire
+from algomesh._errors import AlgomeshError, error
+from algomesh.v1 import mesh_pb2
+
+from .rescue import abort
+from .stack import Call, Handler
+
+MESH_SERVICE = mesh_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
+
+SERVER_OPTIONS = (
+    ("grpc.max_send_message_length", _wire.MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _wire.MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+)
+
+
+def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> grpc.GenericRpcHandler:
+    """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
+
+    ``own_target``: a sidecar's inbound surface serves only its algorithm; a target
+    naming another one means the caller's view is stale (INSTANCE_UNAVAILABLE).
+    ``caller``: the identity this surface vouches for (a sidecar's outbound socket).
+    """
+
+    async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        target = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == _wire.TARGET_KEY:
+                target = value
+                break
+        try:
+            if own_target:
+                if target and target != own_target:
+                    raise error("INSTANCE_UNAVAILABLE", f"this instance serves {own_target}, not {target}")
+                target = ""
+            elif not target:
+                raise error("INVALID_TARGET", f"no {_wire.TARGET_KEY} metadata: name the algorithm to call")
+            left = context.time_remaining()
+            budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
+            reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller))
+        except AlgomeshError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable")  # abort raises
+        if reply.trailing:
+            context.set_trailing_metadata(reply.trailing)
+        return reply.body
+
+    return grpc.method_handlers_generic_handler(
+        MESH_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(call)}
+    )
+
+
+class Health:
+    """grpc.health.v1 for a server; ``serving()`` / ``not_serving()`` flip every service."""
+
+    def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self.services = ["", *services]
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+
+    async def set(self, status: int) -> None:
+        for name in self.services:
+            await self.servicer.set(name, status)
+
+    async def serving(self) -> None:
+        await self.set(health_pb2.HealthCheckResponse.SERVING)
+
+    async def not_serving(self) -> None:
+        await self.set(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def new_server(services: Iterable[str]) -> tuple[grpc.aio.Server, Health]:
+    """A grpc.aio server with health and reflection for ``services`` (full names)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    names = list(services)
+    h = Health(server, names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return server, h

@@ -1,0 +1,124 @@
+"""One sidecar: the only way into and out of one algorithm instance.
+
+    inbound   TCP, algomesh.v1.Mesh/Call from the ingress and other sidecars -> runner
+    outbound  Unix socket, Mesh/Call from the algorithm's own pipes -> the mesh
+
+It starts the runner, registers the instance with the registry once the algorithm has
+loaded, and withdraws it on shutdown (SIGTERM/SIGINT).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from algomesh import _wire
+from algomesh.v1 import registry_pb2, registry_pb2_grpc
+
+from .route import Directory, Router, remote_locator
+from .runner import RunnerProcess
+from .runtimes import RunnerSpec
+from .server import MESH_SERVICE, mesh_handler, new_server
+from .stack import inbound_stack, outbound_stack
+
+log = logging.getLogger("algomesh.sidecar")
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    instance_id: str
+    algorithm: str          # owner/name
+    version: str            # exact
+    runtime: str
+    entrypoint: str
+    path: str               # the algorithm's folder
+    registry: str           # control plane address
+    socket_dir: str
+    concurrency: int = 1
+    host: str = "127.0.0.1"
+
+    @property
+    def runner_socket(self) -> str:
+        return os.path.join(self.socket_dir, f"{self.instance_id}.runner.sock")
+
+    @property
+    def outbound_socket(self) -> str:
+        return os.path.join(self.socket_dir, f"{self.instance_id}.out.sock")
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None) -> "SidecarConfig":
+        p = argparse.ArgumentParser(prog="python -m algomesh.sidecar", description=__doc__)
+        for name in ("instance-id", "algorithm", "version", "runtime", "entrypoint", "path",
+                     "registry", "socket-dir"):
+            p.add_argument(f"--{name}", required=True)
+        p.add_argument("--concurrency", type=int, default=1)
+        p.add_argument("--host", default="127.0.0.1")
+        a = p.parse_args(argv)
+        return cls(**{k: v for k, v in vars(a).items()})
+
+
+async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
+    me = f"{cfg.algorithm}/{cfg.version}"
+    registry_channel = grpc.aio.insecure_channel(cfg.registry, options=_wire.CHANNEL_OPTIONS)
+    registry = registry_pb2_grpc.RegistryStub(registry_channel)
+
+    runner = RunnerProcess(
+        algorithm=cfg.algorithm, version=cfg.version, runtime=cfg.runtime,
+        spec=RunnerSpec(socket=cfg.runner_socket, path=cfg.path, entrypoint=cfg.entrypoint,
+                        concurrency=cfg.concurrency),
+        env={_wire.ENV_ADDRESS: f"unix://{cfg.outbound_socket}",
+             "ALGOMESH_ALGORITHM": cfg.algorithm, "ALGOMESH_VERSION": cfg.version},
+    )
+    router = Router(Directory(remote_locator(registry_channel)), caller=f"{cfg.algorithm}@{cfg.version}")
+
+    inbound, inbound_health = new_server([MESH_SERVICE])
+    inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(runner), own_target=me),))
+    port = inbound.add_insecure_port(f"{cfg.host}:0")
+
+    Path(cfg.outbound_socket).unlink(missing_ok=True)
+    outbound, outbound_health = new_server([MESH_SERVICE])
+    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(router)),))
+    outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
+
+    await inbound.start()
+    await outbound.start()
+    await outbound_health.serving()
+    await runner.start()
+
+    instance = registry_pb2.Instance(
+        id=cfg.instance_id, algorithm=cfg.algorithm, version=cfg.version,
+        address=f"{cfg.host}:{port}", state="ready", started_at=int(time.time()))
+    await registry.RegisterInstance(registry_pb2.RegisterInstanceRequest(instance=instance), timeout=30)
+    await inbound_health.serving()
+    log.info("%s ready at %s (instance %s)", me, instance.address, cfg.instance_id)
+
+    await stop.wait()
+
+    log.info("%s stopping", me)
+    await inbound_health.not_serving()
+    try:
+        await registry.DeregisterInstance(registry_pb2.DeregisterInstanceRequest(id=cfg.instance_id), timeout=2)
+    except grpc.aio.AioRpcError as exc:  # the control plane may be gone already
+        log.warning("could not deregister: %s", exc.code().name)
+    await inbound.stop(grace=2)
+    await outbound.stop(grace=1)
+    await runner.stop()
+    await router.close()
+    await registry_channel.close()
+    Path(cfg.outbound_socket).unlink(missing_ok=True)
+
+
+async def main(argv: list[str] | None = None) -> None:
+    cfg = SidecarConfig.from_argv(argv)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(cfg, stop)

@@ -1,0 +1,65 @@
+"""The request path: one typed input, one handler type, and the stacks read top-down.
+
+A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshError``.
+A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
+first listed is the outermost, and each stack below reads top-down in one place:
+
+    inbound   rescue -> deadline -> runner            (other sidecars -> my algorithm)
+    outbound  rescue -> deadline -> route             (my algorithm's pipes -> the mesh)
+    ingress   rescue -> deadline -> route             (clients -> the mesh)
+
+(auth, tracing, load-shed and cache slot in here as they land; see DESIGN.md.)
+The body is the serialized CallRequest; no layer decodes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Sequence
+
+
+@dataclass(slots=True)
+class Call:
+    body: bytes                                    # serialized CallRequest, never decoded here
+    target: str                                    # owner/name[/version]; "" for my own algorithm
+    deadline: float                                # absolute, time.monotonic() seconds
+    caller: str = ""                               # owner/name@version of a calling algorithm
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Reply:
+    body: bytes                                    # serialized CallResponse
+    trailing: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+Layer = Callable[[Handler], Handler]
+
+
+def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
+    """Wrap ``terminal`` in ``layers``; the first listed is the outermost."""
+    handler = terminal
+    for layer in reversed(layers):
+        handler = layer(handler)
+    return handler
+
+
+def inbound_stack(runner: Handler) -> Handler:
+    from .deadline import deadline
+    from .rescue import rescue
+
+    return build([rescue, deadline], runner)
+
+
+def outbound_stack(route: Handler) -> Handler:
+    from .deadline import deadline
+    from .rescue import rescue
+
+    return build([rescue, deadline], route)
+
+
+def ingress_stack(route: Handler) -> Handler:
+    from .deadline import deadline
+    from .rescue import rescue
+
+    return build([rescue, deadline], route)
