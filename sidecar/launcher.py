@@ -24,7 +24,7 @@ from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
-from .procs import child_env
+from .procs import Child, child_env
 
 log = logging.getLogger("algomesh.launcher")
 
@@ -36,7 +36,7 @@ class _Child:
     id: str
     name: str
     version: str
-    process: asyncio.subprocess.Process
+    process: Child
     log_path: Path
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     instance: registry_pb2.Instance | None = None
@@ -97,7 +97,7 @@ class LocalLauncher:
         m = info.manifest
         iid = "i" + uuid.uuid4().hex[:10]
         log_path = self.log_dir / f"{m.name.replace('/', '.')}-{m.version}-{iid}.log"
-        cmd = [sys.executable, "-m", "algomesh.sidecar",
+        cmd = [sys.executable, "-X", "faulthandler", "-m", "algomesh.sidecar",
                "--instance-id", iid, "--algorithm", m.name, "--version", m.version,
                "--runtime", m.runtime, "--entrypoint", m.entrypoint,
                "--path", str(self.artifacts.path(info.digest)),
@@ -105,9 +105,9 @@ class LocalLauncher:
                "--concurrency", str(max(1, m.scaling.concurrency))]
         t0 = time.monotonic()
         with open(log_path, "ab") as logfile:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                start_new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
+            proc = Child.start(
+                cmd, stdout=logfile, stderr=logfile,
+                new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
                 env=child_env({"PYTHONPYCACHEPREFIX": str(self.log_dir.parent / "pycache")}))
         child = _Child(iid, m.name, m.version, proc, log_path)
         self._children[iid] = child

@@ -22,7 +22,7 @@ from algomesh._errors import AlgomeshError, error, from_rpc_error
 from algomesh.v1 import runner_pb2, runner_pb2_grpc
 
 from .deadline import remaining
-from .procs import child_env
+from .procs import Child, child_env
 from .runtimes import RunnerSpec, runner_command
 from .stack import Call, Reply
 
@@ -41,7 +41,7 @@ class RunnerProcess:
         self.spec = spec
         self._env = env
         self._trailing = [(_wire.ALGORITHM_KEY, algorithm), (_wire.VERSION_KEY, version)]
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._channel: grpc.aio.Channel | None = None
         self._apply = None
         self._ready = False
@@ -84,8 +84,7 @@ class RunnerProcess:
         cmd = runner_command(self.runtime, self.spec)
         self.starts += 1
         t0 = time.monotonic()
-        self._proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=self.spec.path, env=child_env(self._env), stdin=asyncio.subprocess.DEVNULL)
+        self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env(self._env))
         self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
         exited = asyncio.ensure_future(self._proc.wait())
         ready = asyncio.ensure_future(self._channel.channel_ready())
@@ -158,7 +157,7 @@ class RunnerProcess:
                 self._recycle = False
                 asyncio.ensure_future(self.stop())
 
-    async def _failure(self, exc: grpc.aio.AioRpcError, proc: asyncio.subprocess.Process | None) -> AlgomeshError:
+    async def _failure(self, exc: grpc.aio.AioRpcError, proc: Child | None) -> AlgomeshError:
         code = exc.code()
         if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             self._recycle = True

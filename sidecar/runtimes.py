@@ -21,7 +21,7 @@ class RunnerSpec:
 
 
 def _python(spec: RunnerSpec) -> list[str]:
-    return [sys.executable, "-m", "algomesh.runners.python",
+    return [sys.executable, "-X", "faulthandler", "-m", "algomesh.runners.python",
             "--socket", spec.socket, "--path", spec.path,
             "--entrypoint", spec.entrypoint, "--concurrency", str(spec.concurrency)]
 

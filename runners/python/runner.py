@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-import grpc
-
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import decode, encode
+from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2, runner_pb2_grpc
 
 log = logging.getLogger("algomesh.runner.python")
@@ -179,13 +178,11 @@ async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> N
     stdout = _CapturingStdout(sys.stdout)
     sys.stdout = stdout  # type: ignore[assignment]
     algorithm = Algorithm(path, entrypoint)
-    server = grpc.aio.server(options=(
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ))
+    server, health = new_server([runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name])
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(algorithm, concurrency, stdout), server)
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
+    await health.serving()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

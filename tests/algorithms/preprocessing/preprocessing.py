@@ -1,0 +1,3 @@
+def apply(input):
+    words = input.split()
+    return {"words": words, "count": len(words)}

@@ -1,0 +1,132 @@
+"""Fixtures that start the real thing: `algomesh up` as a process, talked to over gRPC."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import algomesh
+
+ROOT = Path(__file__).resolve().parent.parent
+ALGORITHMS = Path(__file__).resolve().parent / "algorithms"
+EXAMPLES = ROOT / "examples"
+
+
+def write_algorithm(folder: Path, name: str, version: str, code: str, *, entrypoint: str = "main.py",
+                    extra_toml: str = "") -> Path:
+    """An algorithm folder made on the spot: algomesh.toml plus one module."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "algomesh.toml").write_text(
+        f'name = "{name}"\nversion = "{version}"\nruntime = "python"\nentrypoint = "{entrypoint}"\n'
+        + textwrap.dedent(extra_toml))
+    (folder / entrypoint).write_text(textwrap.dedent(code))
+    return folder
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Mesh:
+    process: subprocess.Popen
+    address: str
+    data_dir: Path
+    banner: str
+
+    def client(self, api_key: str | None = "test-key") -> algomesh.Client:
+        return algomesh.client(api_key, self.address)
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "algomesh.cli", "--address", self.address, *args],
+            input=input, capture_output=True, timeout=timeout)
+
+    def publish(self, path: Path) -> None:
+        with self.client() as c:
+            c.publish(path)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def start_mesh(data_dir: Path, *extra: str) -> Mesh:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "algomesh.cli", "up", "--data-dir", str(data_dir), "--port", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"listening on (\S+)", line)
+        if m:
+            # drain the rest of the output in the background so the pipe never fills
+            import threading
+            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+            return Mesh(proc, m.group(1), data_dir, "".join(lines))
+    proc.kill()
+    raise RuntimeError("algomesh up did not start:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    m = start_mesh(tmp_path_factory.mktemp("mesh"))
+    yield m
+    pids = descendants(m.process.pid)
+    m.stop()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"processes left behind after shutdown: {left}"
+
+
+@pytest.fixture(scope="module")
+def client(mesh):
+    with mesh.client() as c:
+        yield c
