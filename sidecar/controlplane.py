@@ -59,9 +59,14 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
 
     server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE])
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    try:
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise SystemExit(f"algomesh up: cannot listen on {cfg.host}:{cfg.port} (in use?)")
+        store.close()
+        raise SystemExit(f"error: algomesh up: cannot listen on {cfg.host}:{cfg.port} "
+                         "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
 
     launcher = LocalLauncher(registry=registry, registry_address=address, artifacts=artifacts,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +91,13 @@ class Mesh:
                 self.process.kill()
 
 
-def start_mesh(data_dir: Path, *extra: str) -> Mesh:
+def start_mesh(data_dir: Path, *extra: str, own_group: bool = False) -> Mesh:
+    """``own_group``: lead a process group of its own, like a command run from a shell."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "algomesh.cli", "up", "--data-dir", str(data_dir), "--port", "0", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0 if own_group else None)
     lines: list[str] = []
+    address = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -103,10 +106,11 @@ def start_mesh(data_dir: Path, *extra: str) -> Mesh:
         lines.append(line)
         m = re.search(r"listening on (\S+)", line)
         if m:
+            address = m.group(1)
+        if address and "Ctrl-C to stop" in line:  # the banner's last line
             # drain the rest of the output in the background so the pipe never fills
-            import threading
             threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return Mesh(proc, m.group(1), data_dir, "".join(lines))
+            return Mesh(proc, address, data_dir, "".join(lines))
     proc.kill()
     raise RuntimeError("algomesh up did not start:\n" + "".join(lines))
 

@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import grpc
+from google.protobuf.message import DecodeError
+
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import decode, encode
 from algomesh.sidecar.server import new_server
-from algomesh.v1 import payload_pb2, runner_pb2, runner_pb2_grpc
+from algomesh.v1 import payload_pb2, runner_pb2
 
 log = logging.getLogger("algomesh.runner.python")
 
@@ -106,7 +109,12 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-class RunnerServicer(runner_pb2_grpc.RunnerServicer):
+RUNNER_SERVICE = runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name
+
+
+class RunnerServicer:
+    """algomesh.v1.Runner: Load (typed messages) and Apply (raw bytes)."""
+
     def __init__(self, algorithm: Algorithm, concurrency: int, stdout: _CapturingStdout) -> None:
         self.algorithm = algorithm
         self.stdout = stdout
@@ -127,10 +135,16 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         return runner_pb2.LoadResponse(duration=self._load_seconds,
                                        runtime=f"python {platform.python_version()}")
 
-    async def Apply(self, request: payload_pb2.CallRequest, context):
+    async def Apply(self, body: bytes, context) -> bytes:
+        """Raw bytes in and out: a body that is not a CallRequest is the caller's mistake
+        (INVALID_INPUT), which gRPC's own deserializer could only report as INTERNAL."""
         try:
             if not self._loaded:
                 raise error("INTERNAL", "Apply before Load")
+            try:
+                request = payload_pb2.CallRequest.FromString(body)
+            except DecodeError:
+                raise error("INVALID_INPUT", "the request body is not an algomesh.v1.CallRequest") from None
             value = decode(request.input)
             t0 = time.perf_counter()
             if self.algorithm.is_async:
@@ -144,7 +158,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             except AlgomeshError as exc:
                 raise error("ALGORITHM_ERROR", f"apply() returned a value that cannot be sent: {exc.message}",
                             error_type="TypeError") from None
-            return payload_pb2.CallResponse(output=payload, stdout=printed, duration=duration)
+            return payload_pb2.CallResponse(output=payload, stdout=printed, duration=duration).SerializeToString()
         except AlgomeshError as exc:
             await context.abort(*to_status(exc))
 
@@ -178,8 +192,14 @@ async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> N
     stdout = _CapturingStdout(sys.stdout)
     sys.stdout = stdout  # type: ignore[assignment]
     algorithm = Algorithm(path, entrypoint)
-    server, health = new_server([runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name])
-    runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(algorithm, concurrency, stdout), server)
+    server, health = new_server([RUNNER_SERVICE])
+    servicer = RunnerServicer(algorithm, concurrency, stdout)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(RUNNER_SERVICE, {
+        "Load": grpc.unary_unary_rpc_method_handler(
+            servicer.Load, request_deserializer=runner_pb2.LoadRequest.FromString,
+            response_serializer=runner_pb2.LoadResponse.SerializeToString),
+        "Apply": grpc.unary_unary_rpc_method_handler(servicer.Apply),  # bytes in, bytes out
+    }),))
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
     await health.serving()
