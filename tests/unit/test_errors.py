@@ -37,3 +37,11 @@ def test_garbage_status_details_do_not_crash():
 
 def test_str_names_the_reason():
     assert str(error("VERSION_NOT_FOUND", "no 9.*")) == "VERSION_NOT_FOUND: no 9.*"
+
+
+def test_docs_list_every_reason():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text()
+    missing = [r for r in REASONS if f"| `{r}` | {REASONS[r].code.name} |" not in doc]
+    assert not missing, f"docs/contract.md lacks {missing}"
