@@ -86,7 +86,26 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 # ---------------------------------------------------------------------------- sync
 
 
-class Response:
+class _Outcome:
+    """How a finished call reads, for both clients' responses."""
+
+    def _raw(self) -> _Raw:
+        raise NotImplementedError
+
+    @property
+    def result(self) -> Any:
+        """The decoded output: str for TEXT, bytes for BINARY, JSON values otherwise."""
+        return decode(self._raw().response.output)
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._raw().metadata()
+
+    def __repr__(self) -> str:
+        return f"<algomesh.{type(self).__name__} {'done' if self.done() else 'pending'}>"  # type: ignore[attr-defined]
+
+
+class Response(_Outcome):
     """A call in flight or finished. ``.result`` waits; ``await response`` works too."""
 
     def __init__(self, future: "concurrent.futures.Future[_Raw]") -> None:
@@ -100,24 +119,12 @@ class Response:
             )
         return self._future.result()
 
-    @property
-    def result(self) -> Any:
-        """The decoded output: str for TEXT, bytes for BINARY, JSON values otherwise."""
-        return decode(self._raw().response.output)
-
-    @property
-    def metadata(self) -> Metadata:
-        return self._raw().metadata()
-
     def done(self) -> bool:
         return self._future.done()
 
     def __await__(self):  # type: ignore[no-untyped-def]
         yield from asyncio.wrap_future(self._future).__await__()
         return self
-
-    def __repr__(self) -> str:
-        return f"<algomesh.Response {'done' if self.done() else 'pending'}>"
 
 
 class Algorithm:
@@ -238,7 +245,7 @@ def client(api_key: str | None = None, address: str | None = None) -> Client:
 # ---------------------------------------------------------------------------- async
 
 
-class AsyncResponse:
+class AsyncResponse(_Outcome):
     """A call running as an asyncio task. ``await`` it, then read ``.result``."""
 
     def __init__(self, task: "asyncio.Future[_Raw]") -> None:
@@ -248,14 +255,6 @@ class AsyncResponse:
         if not self._task.done():
             raise RuntimeError("the response is not ready: `await` it first")
         return self._task.result()
-
-    @property
-    def result(self) -> Any:
-        return decode(self._raw().response.output)
-
-    @property
-    def metadata(self) -> Metadata:
-        return self._raw().metadata()
 
     def done(self) -> bool:
         return self._task.done()
