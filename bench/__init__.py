@@ -1,0 +1,1 @@
+"""Benchmarks for algomesh (``python bench/hop.py``); results go to bench/results/ (git-ignored)."""

@@ -1,0 +1,5 @@
+"""bench/noop: returns its input unchanged (bench/hop.py measures the mesh's own cost with it)."""
+
+
+def apply(input):
+    return input
