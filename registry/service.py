@@ -21,17 +21,21 @@ from .artifacts import ArtifactStore, tree_digest
 from .manifest import read_manifest
 from .resolve import resolve
 from .store import Store
+from .view import RegistryView
 
 # (version) -> (ready instances, was this a cold start)
 Locator = Callable[[registry_pb2.VersionInfo], Awaitable[tuple[list[registry_pb2.Instance], bool]]]
+# (version, instance count) -> passing instances
+Scaler = Callable[[registry_pb2.VersionInfo, int], Awaitable[list[registry_pb2.Instance]]]
 
 
 class Registry:
     """The registry's operations, callable in-process (the ingress) or over gRPC."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: Store, artifacts: ArtifactStore, *, instance_ttl: float = 10.0) -> None:
         self.store = store
         self.artifacts = artifacts
+        self.instance_ttl = instance_ttl
         self._listeners: list[Callable[[str, registry_pb2.Instance], None]] = []
 
     def on_instance(self, listener: Callable[[str, registry_pb2.Instance], None]) -> None:
@@ -39,7 +43,7 @@ class Registry:
         self._listeners.append(listener)
 
     async def register_instance(self, instance: registry_pb2.Instance) -> None:
-        await asyncio.to_thread(self.store.register_instance, instance)
+        await asyncio.to_thread(self.store.register_instance, instance, self.instance_ttl)
         for listener in self._listeners:
             listener("register", instance)
 
@@ -48,17 +52,18 @@ class Registry:
         for listener in self._listeners:
             listener("deregister", registry_pb2.Instance(id=instance_id))
 
-    async def publish(self, archive: bytes) -> tuple[registry_pb2.VersionInfo, bool]:
-        return await asyncio.to_thread(self._publish, archive)
+    async def publish(self, archive: bytes, private: bool = False) -> tuple[registry_pb2.VersionInfo, bool]:
+        return await asyncio.to_thread(self._publish, archive, private)
 
-    def _publish(self, archive: bytes) -> tuple[registry_pb2.VersionInfo, bool]:
+    def _publish(self, archive: bytes, private: bool) -> tuple[registry_pb2.VersionInfo, bool]:
         staging = self.artifacts.stage(archive)
         try:
             manifest = read_manifest(staging)
             if not (staging / manifest.entrypoint).exists():
                 raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder")
             digest = tree_digest(staging)
-            info = registry_pb2.VersionInfo(manifest=manifest, digest=digest, published_at=int(time.time()))
+            info = registry_pb2.VersionInfo(manifest=manifest, digest=digest, published_at=int(time.time()),
+                                            private=private)
             created = self.store.publish(info)
             if created:
                 self.artifacts.commit(staging, digest)
@@ -70,8 +75,8 @@ class Registry:
             self.artifacts.discard(staging)
             raise
 
-    async def resolve(self, target: str) -> registry_pb2.VersionInfo:
-        return await asyncio.to_thread(resolve, self.store, target)
+    async def resolve(self, target: str, requester: str = "") -> registry_pb2.VersionInfo:
+        return await asyncio.to_thread(resolve, self.store, target, requester)
 
     async def algorithms(self) -> list[registry_pb2.AlgorithmSummary]:
         def run() -> list[registry_pb2.AlgorithmSummary]:
@@ -97,18 +102,21 @@ class Registry:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, registry: Registry, locator: Locator | None = None) -> None:
+    def __init__(self, registry: Registry, view: RegistryView, locator: Locator | None = None,
+                 scaler: Scaler | None = None) -> None:
         self.registry = registry
+        self.view = view
         self.locator = locator
+        self.scaler = scaler
 
     @rescued
     async def Publish(self, request, context):
-        info, created = await self.registry.publish(request.archive)
+        info, created = await self.registry.publish(request.archive, request.private)
         return registry_pb2.PublishResponse(version=info, created=created)
 
     @rescued
     async def Resolve(self, request, context):
-        return registry_pb2.ResolveResponse(version=await self.registry.resolve(request.target))
+        return registry_pb2.ResolveResponse(version=await self.registry.resolve(request.target, request.requester))
 
     @rescued
     async def ListAlgorithms(self, request, context):
@@ -127,9 +135,24 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def Locate(self, request, context):
         if self.locator is None:
             raise error("LAUNCH_FAILED", "this registry has no launcher")
-        info = await self.registry.resolve(request.target)
+        info = await self.registry.resolve(request.target, request.requester)
         instances, cold = await self.locator(info)
         return registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold)
+
+    @rescued
+    async def Scale(self, request, context):
+        if self.scaler is None:
+            raise error("LAUNCH_FAILED", "this registry has no launcher")
+        info = await self.registry.resolve(request.target)
+        instances = await self.scaler(info, request.instances)
+        return registry_pb2.ScaleResponse(version=info, instances=instances)
+
+    async def Watch(self, request, context):
+        revision = -1
+        while True:
+            view = await self.view.next(after=revision)
+            revision = view.revision
+            yield view
 
     @rescued
     async def RegisterInstance(self, request, context):

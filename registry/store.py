@@ -1,8 +1,13 @@
 """The store interface every registry backend implements, and the factory by name.
 
 Stores keep versions (immutable, keyed by owner/name and exact version) and instances
-(the running sidecars). Resolution of version ranges happens above the store
-(``algomesh.registry.resolve``), so every backend resolves the same way.
+(the running sidecars, each with a health state). Resolution of version ranges happens
+above the store (``algomesh.registry.resolve``), so every backend resolves alike.
+
+Both halves have a change feed shaped like Consul's blocking queries: ``wait_*(index,
+timeout)`` returns the current index once it differs from ``index`` or the timeout
+passes. Indexes only mean something to the store that issued them; 0 asks for "now".
+Backends: ``sqlite:///path/registry.db`` (embedded default), ``consul://host:8500[/prefix]``.
 """
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ from urllib.parse import urlparse
 
 from algomesh.v1 import registry_pb2
 
+PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+
 
 class Store(Protocol):
+    # versions ------------------------------------------------------------------------
     def publish(self, info: registry_pb2.VersionInfo) -> bool:
         """Store a version atomically. True if created, False if the same digest was
         already there; raises VersionExistsError for a different digest."""
@@ -22,16 +30,32 @@ class Store(Protocol):
     def versions(self, name: str) -> list[registry_pb2.VersionInfo]:
         """Every version of ``name``, in publish order."""
 
+    def all_versions(self) -> list[registry_pb2.VersionInfo]:
+        """Every version of every algorithm."""
+
     def algorithms(self) -> list[str]: ...
 
-    def register_instance(self, instance: registry_pb2.Instance) -> None: ...
+    # instances -----------------------------------------------------------------------
+    def register_instance(self, instance: registry_pb2.Instance, ttl: float) -> None:
+        """Register (or replace) an instance, passing at first. Its state is kept
+        fresh by ``set_instance_state`` at least every ``ttl`` seconds (a backend
+        with TTL checks, like Consul, marks it critical when that stops)."""
+
+    def set_instance_state(self, instance_id: str, state: str) -> None:
+        """passing, warning or critical."""
 
     def deregister_instance(self, instance_id: str) -> None: ...
 
-    def instances(self, name: str = "", version: str = "") -> list[registry_pb2.Instance]: ...
+    def instances(self, name: str = "", version: str = "") -> list[registry_pb2.Instance]:
+        """Instances in every state, each with its current ``state``."""
 
     def clear_instances(self) -> None:
-        """Forget every instance (a control plane starting fresh)."""
+        """Forget the instances a previous run of this control plane left registered."""
+
+    # change feeds --------------------------------------------------------------------
+    def wait_versions(self, index: int, timeout: float) -> int: ...
+
+    def wait_instances(self, index: int, timeout: float) -> int: ...
 
     def close(self) -> None: ...
 
@@ -47,8 +71,8 @@ def register_backend(scheme: str):
 
 
 def open_store(url: str) -> Store:
-    """``sqlite:///path/to/registry.db`` (more backends register themselves by scheme)."""
-    from . import sqlite_store  # noqa: F401  (registers "sqlite")
+    """A store by URL; each backend lives in its own module and registers its scheme."""
+    from . import consul_store, sqlite_store  # noqa: F401  (register "consul", "sqlite")
 
     scheme = urlparse(url).scheme
     if scheme not in _FACTORIES:

@@ -212,9 +212,16 @@ class Client:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def publish(self, path: str | os.PathLike[str]) -> registry_pb2.PublishResponse:
-        """Publish the algorithm folder at ``path`` (its algomesh.toml names it)."""
-        return self._registry("Publish", registry_pb2.PublishRequest(archive=pack(path)), timeout=300)
+    def publish(self, path: str | os.PathLike[str], *, private: bool = False) -> registry_pb2.PublishResponse:
+        """Publish the algorithm folder at ``path`` (its algomesh.toml names it). A private
+        version resolves only for its owner."""
+        return self._registry("Publish", registry_pb2.PublishRequest(archive=pack(path), private=private),
+                              timeout=300)
+
+    def scale(self, ref: str, instances: int) -> registry_pb2.ScaleResponse:
+        """Run ``instances`` instances of the version ``ref`` resolves to."""
+        return self._registry("Scale", registry_pb2.ScaleRequest(target=str(parse_target(ref)), instances=instances),
+                              timeout=600)
 
     def algorithms(self) -> list[registry_pb2.AlgorithmSummary]:
         return list(self._registry("ListAlgorithms", registry_pb2.ListAlgorithmsRequest()).algorithms)

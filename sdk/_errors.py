@@ -13,7 +13,7 @@ The hierarchy::
     ├── DeadlineExceededError          the call ran past its deadline (DEADLINE_EXCEEDED)
     ├── RunnerCrashedError             the algorithm's process died during the call (RUNNER_CRASHED)
     ├── UnavailableError               nothing could serve the call (INSTANCE_UNAVAILABLE,
-    │                                  LAUNCH_FAILED, MESH_UNAVAILABLE)
+    │                                  LAUNCH_FAILED, MESH_UNAVAILABLE, REGISTRY_UNAVAILABLE)
     └── InternalError                  a bug in algomesh (INTERNAL)
 
 On the wire an error is a gRPC status whose ``grpc-status-details-bin`` trailer holds a
@@ -147,6 +147,7 @@ REASONS: dict[str, Reason] = {
     "INSTANCE_UNAVAILABLE": Reason(_C.UNAVAILABLE, UnavailableError, "retry; the instance went away"),
     "LAUNCH_FAILED": Reason(_C.UNAVAILABLE, UnavailableError, "the algorithm could not be started; see the mesh's logs"),
     "MESH_UNAVAILABLE": Reason(_C.UNAVAILABLE, UnavailableError, "is `algomesh up` running at that address?"),
+    "REGISTRY_UNAVAILABLE": Reason(_C.UNAVAILABLE, UnavailableError, "the registry's store (Consul) is unreachable; running instances keep serving from the last good view"),
     "INTERNAL": Reason(_C.INTERNAL, InternalError, "a bug in algomesh; please report it"),
 }
 

@@ -5,6 +5,7 @@
     algomesh call owner/name[/version] -d JSON      call one (also --text, --file, stdin)
     algomesh ls                                     list algorithms
     algomesh versions owner/name                    list an algorithm's versions
+    algomesh scale owner/name[/version] N           run N instances of it
 
 Errors print one line (``error: REASON: message``) and exit 1.
 """
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 from . import _wire
 from ._client import Client
-from ._errors import REASONS, AlgomeshError, AlgorithmError
+from ._errors import REASONS, AlgomeshError, AlgorithmError, error
 from ._payload import Payload
 
 
@@ -36,10 +37,19 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: $XDG_DATA_HOME/algomesh or ~/.local/share/algomesh)")
     up.add_argument("--port", type=int, default=_wire.DEFAULT_PORT, help="gRPC port (0 picks a free one)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    up.add_argument("--registry", default="", help="registry store URL (default sqlite in the data dir)")
+    up.add_argument("--registry", default=os.environ.get("ALGOMESH_REGISTRY", ""),
+                    help="registry store: sqlite:///path/registry.db or consul://host:8500[/prefix] "
+                         "(default $ALGOMESH_REGISTRY, else sqlite in the data dir)")
+    up.add_argument("--health-interval", type=float, default=1.0,
+                    help="seconds between health probes of each instance (default 1)")
 
     pub = sub.add_parser("publish", help="publish the algorithm folder at PATH")
     pub.add_argument("path", type=Path)
+    pub.add_argument("--private", action="store_true", help="resolve only for the algorithm's owner")
+
+    sc = sub.add_parser("scale", help="run N instances of an algorithm's version")
+    sc.add_argument("algorithm", help="owner/name or owner/name/version")
+    sc.add_argument("instances", type=int)
 
     call = sub.add_parser("call", help="call an algorithm and print its result")
     call.add_argument("algorithm", help="owner/name or owner/name/version (1.2.3, 1.2.*, 1.*)")
@@ -96,7 +106,7 @@ def _up(a: argparse.Namespace) -> int:
         return 1
     data_dir = a.data_dir or controlplane.default_data_dir()
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
-                                           registry_url=a.registry))
+                                           registry_url=a.registry, health_interval=a.health_interval))
     return 0
 
 
@@ -105,10 +115,19 @@ def _run(a: argparse.Namespace) -> int:
         return _up(a)
     client = Client(a.api_key, a.address)
     if a.command == "publish":
-        resp = client.publish(a.path)
+        resp = client.publish(a.path, private=a.private)
         m = resp.version.manifest
         what = "published" if resp.created else "already published (same content)"
-        print(f"{m.name} {m.version} {what}  sha256:{resp.version.digest[:16]}")
+        private = " (private)" if resp.version.private else ""
+        print(f"{m.name} {m.version}{private} {what}  sha256:{resp.version.digest[:16]}")
+    elif a.command == "scale":
+        if a.instances < 0:
+            raise error("INVALID_INPUT", "the number of instances cannot be negative")
+        resp = client.scale(a.algorithm, a.instances)
+        m = resp.version.manifest
+        print(f"{m.name} {m.version}: {len(resp.instances)} instance(s) passing")
+        for inst in resp.instances:
+            print(f"  {inst.id}  {inst.address}")
     elif a.command == "call":
         algo = client.algo(a.algorithm).set_options(timeout=a.timeout, stdout=a.stdout)
         t0 = time.perf_counter()
@@ -131,7 +150,8 @@ def _run(a: argparse.Namespace) -> int:
     elif a.command == "versions":
         for v in client.versions(a.name):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.published_at))
-            print(f"{v.manifest.version:16} {when}  sha256:{v.digest[:16]}")
+            print(f"{v.manifest.version:16} {'private' if v.private else 'public':8} {when}  "
+                  f"sha256:{v.digest[:16]}")
     return 0
 
 

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from algomesh import _wire
+from algomesh._errors import AlgomeshError
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.service import Registry, RegistryServicer
 from algomesh.registry.store import open_store
+from algomesh.registry.resolve import resolve_in
+from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .launcher import LocalLauncher
+from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import ingress_stack
@@ -42,7 +46,8 @@ class UpConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = _wire.DEFAULT_PORT
-    registry_url: str = ""      # default: sqlite in data_dir
+    registry_url: str = ""        # default: sqlite in data_dir ($ALGOMESH_REGISTRY)
+    health_interval: float = 1.0  # seconds between health probes of each instance
 
     @property
     def store_url(self) -> str:
@@ -52,9 +57,11 @@ class UpConfig:
 async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(cfg.store_url)
-    store.clear_instances()  # the previous run's instances died with it
+    await asyncio.to_thread(store.clear_instances)  # the previous run's instances died with it
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
-    registry = Registry(store, artifacts)
+    registry = Registry(store, artifacts, instance_ttl=3 * cfg.health_interval)
+    view = RegistryView(store)
+    await view.start()
     # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
     socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
 
@@ -64,6 +71,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     except RuntimeError:
         port = 0
     if port == 0:
+        view.stop()
         store.close()
         raise SystemExit(f"error: algomesh up: cannot listen on {cfg.host}:{cfg.port} "
                          "(is another mesh running? pick another --port)")
@@ -77,11 +85,21 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         instances, cold = await launcher.ensure(info)
         return location_from(registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold))
 
-    router = Router(Directory(locate))
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry, launcher.ensure), server)
+    # The ingress routes from the control plane's own view, refreshed on every change.
+    directory = Directory(locate)
+    view.on_change(lambda: directory.table.apply(view.snapshot()))
+    directory.table.apply(view.snapshot())
+    router = Router(directory)
+
+    registry_pb2_grpc.add_RegistryServicer_to_server(
+        RegistryServicer(registry, view, launcher.ensure, launcher.scale), server)
     server.add_generic_rpc_handlers((mesh_handler(ingress_stack(router)),))
     await server.start()
     await health.serving()
+    await health.view(None)
+    view.on_change(lambda: asyncio.ensure_future(health.view(view.stale)))
+    prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval).run())
+    reservations = asyncio.ensure_future(_reserve(view, launcher))
     announce(f"algomesh up: listening on {address}")
     announce(f"  registry  {cfg.store_url}")
     announce(f"  data      {cfg.data_dir}")
@@ -92,12 +110,42 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await stop.wait()
 
     log.info("stopping")
+    prober.cancel()
+    reservations.cancel()
     await health.not_serving()
     await launcher.stop_all()       # while the server still answers their deregistration
     await server.stop(grace=2)
     await router.close()
+    view.stop()
     store.close()
     shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+async def _reserve(view: RegistryView, launcher: LocalLauncher) -> None:
+    """Keep min_instances of each algorithm's latest release running (reservations)."""
+    seen: set[tuple[str, str]] = set()
+    revision = 0
+    while True:
+        snapshot = await view.next(after=revision)
+        revision = snapshot.revision
+        by_name: dict[str, list[registry_pb2.VersionInfo]] = {}
+        for info in snapshot.versions:
+            by_name.setdefault(info.manifest.name, []).append(info)
+        latest = {}
+        for name, infos in by_name.items():
+            try:
+                latest[name] = resolve_in(name, infos)
+            except AlgomeshError:  # only pre-releases
+                continue
+        for info in latest.values():
+            m = info.manifest
+            if m.scaling.min_instances and (m.name, m.version) not in seen:
+                seen.add((m.name, m.version))
+                try:
+                    await launcher.scale(info, m.scaling.min_instances)
+                except Exception as exc:
+                    log.error("could not keep %d instances of %s %s: %s", m.scaling.min_instances,
+                              m.name, m.version, exc)
 
 
 async def main(cfg: UpConfig) -> None:

@@ -40,6 +40,7 @@ class _Child:
     log_path: Path
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     instance: registry_pb2.Instance | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 class LocalLauncher:
@@ -90,6 +91,23 @@ class LocalLauncher:
             pending.add_done_callback(lambda _f: self._starting.pop(key, None))
         await asyncio.shield(pending)
         return self.ready(m.name, m.version) or [pending.result()], True
+
+    async def scale(self, info: registry_pb2.VersionInfo, count: int) -> list[registry_pb2.Instance]:
+        """Run exactly ``count`` instances of this version: start the missing ones (in
+        parallel), stop the newest extras. Returns the passing instances."""
+        m = info.manifest
+        limit = m.scaling.max_instances
+        if limit and count > limit:
+            raise error("INVALID_INPUT", f"{m.name} {m.version} allows at most {limit} instances "
+                        "(scaling.max_instances in algomesh.toml)", algorithm=m.name, version=m.version)
+        mine = sorted((c for c in self._children.values()
+                       if c.name == m.name and c.version == m.version and c.process.returncode is None),
+                      key=lambda c: c.started)
+        if len(mine) < count:
+            await asyncio.gather(*(self._start(info) for _ in range(count - len(mine))))
+        for extra in mine[count:]:
+            await self._stop_child(extra)
+        return self.ready(m.name, m.version)
 
     async def _start(self, info: registry_pb2.VersionInfo) -> registry_pb2.Instance:
         if self._stopping:

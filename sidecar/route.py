@@ -1,27 +1,38 @@
-"""Route: find a ready instance of the target and forward the bytes to its sidecar.
+"""Route: find a healthy instance of the target and forward the bytes to its sidecar.
 
-``Directory`` caches "target -> location" (single-flight per target, a short TTL so a
-newly published version is picked up); where a location comes from is a ``Locate``
-function: in-process in the control plane, ``Registry.Locate`` over gRPC in a sidecar.
-``Router`` is the terminal handler of the outbound and ingress stacks. It keeps one
-channel per instance and never decodes the payload.
+``Table`` holds the routing facts of the registry's latest ``View`` (every version, the
+passing instances). A ``Directory`` resolves targets against it locally — no registry
+round trip per call — and asks the control plane (``Locate``) only when there is no
+instance to send to (a cold start) or its view does not know the target yet (a version
+published a moment ago). Views arrive from ``Registry.Watch`` (``follow_views``) in a
+sidecar, or straight from the control plane's RegistryView in the ingress; when the
+stream breaks the last good view keeps serving.
+
+``Router`` is the terminal handler of the outbound and ingress stacks: it picks one of the
+instances by the power of two choices on outstanding requests, keeps one channel per
+instance, never decodes the payload, and retries once on another instance when the one it
+picked turns out to be gone (the request never reached an algorithm).
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
+import logging
+import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import grpc
 
 from algomesh import _wire
-from algomesh._errors import error, from_rpc_error
+from algomesh._errors import AlgomeshError, NotFoundError, error, from_rpc_error
+from algomesh._refs import parse_target
+from algomesh.registry.resolve import resolve_in
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .deadline import remaining
 from .stack import Call, Reply
+
+log = logging.getLogger("algomesh.route")
 
 
 @dataclass(frozen=True)
@@ -43,44 +54,81 @@ def location_from(resp: registry_pb2.LocateResponse) -> Location:
     return Location(m.name, m.version, addresses, resp.cold_start)
 
 
+class Table:
+    """Versions by algorithm and passing instances by (algorithm, version), from a View."""
+
+    def __init__(self) -> None:
+        self.revision = -1
+        self.versions: dict[str, list[registry_pb2.VersionInfo]] = {}
+        self.addresses: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._ejected: set[str] = set()
+
+    def apply(self, view: registry_pb2.View) -> None:
+        versions: dict[str, list[registry_pb2.VersionInfo]] = {}
+        for info in view.versions:
+            versions.setdefault(info.manifest.name, []).append(info)
+        addresses: dict[tuple[str, str], list[str]] = {}
+        for inst in view.instances:
+            addresses.setdefault((inst.algorithm, inst.version), []).append(inst.address)
+        self.versions = versions
+        self.addresses = {k: tuple(v) for k, v in addresses.items()}
+        self._ejected.clear()  # the registry's word is newer than our own observations
+        self.revision = view.revision
+
+    def eject(self, address: str) -> None:
+        """Stop using an instance that failed us until the next view says otherwise."""
+        self._ejected.add(address)
+
+    def healthy(self, name: str, version: str) -> tuple[str, ...]:
+        found = self.addresses.get((name, version), ())
+        return tuple(a for a in found if a not in self._ejected) if self._ejected else found
+
+
 class Directory:
-    def __init__(self, locate: Locate, ttl: float = 2.0) -> None:
+    def __init__(self, locate: Locate, *, requester: str = "") -> None:
         self._locate = locate
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, Location]] = {}
+        self.requester = requester
+        self.table = Table()
         self._pending: dict[str, asyncio.Future[Location]] = {}
 
+    @property
+    def has_view(self) -> bool:
+        return self.table.revision >= 0
+
     async def locate(self, target: str) -> Location:
-        hit = self._cache.get(target)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if self.has_view:
+            t = parse_target(target)
+            try:
+                info = resolve_in(target, self.table.versions.get(t.name, ()), self.requester)
+            except NotFoundError:
+                info = None  # maybe published a moment ago: ask the registry itself
+            if info is not None:
+                m = info.manifest
+                found = self.table.healthy(m.name, m.version)
+                if found:
+                    return Location(m.name, m.version, found)
+        return await self._remote(target)
+
+    async def _remote(self, target: str) -> Location:
         pending = self._pending.get(target)
         if pending is None:
-            pending = asyncio.ensure_future(self._fill(target))
+            pending = asyncio.ensure_future(self._locate(target))
             self._pending[target] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(target, None))
         # shield: one caller giving up (its deadline) must not cancel the others' lookup
         return await asyncio.shield(pending)
 
-    async def _fill(self, target: str) -> Location:
-        try:
-            loc = await self._locate(target)
-            warm = Location(loc.name, loc.version, loc.addresses, cold=False)
-            self._cache[target] = (time.monotonic() + self._ttl, warm)
-            return loc
-        finally:
-            self._pending.pop(target, None)
-
-    def forget(self, target: str) -> None:
-        self._cache.pop(target, None)
+    def eject(self, address: str) -> None:
+        self.table.eject(address)
 
 
-def remote_locator(channel: grpc.aio.Channel, timeout: float = 600.0) -> Locate:
+def remote_locator(channel: grpc.aio.Channel, *, requester: str = "", timeout: float = 600.0) -> Locate:
     """Locate through the control plane's Registry service."""
     stub = registry_pb2_grpc.RegistryStub(channel)
 
     async def locate(target: str) -> Location:
         try:
-            resp = await stub.Locate(registry_pb2.LocateRequest(target=target), timeout=timeout)
+            resp = await stub.Locate(registry_pb2.LocateRequest(target=target, requester=requester), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         return location_from(resp)
@@ -88,13 +136,37 @@ def remote_locator(channel: grpc.aio.Channel, timeout: float = 600.0) -> Locate:
     return locate
 
 
+async def follow_views(channel: grpc.aio.Channel, table: Table,
+                       on_stale: Callable[[str | None], Awaitable[None]] | None = None) -> None:
+    """Keep ``table`` fresh from Registry.Watch, for ever; on a broken stream keep the last
+    good view, say so (``on_stale``, the log), and reconnect with a jittered back-off."""
+    stub = registry_pb2_grpc.RegistryStub(channel)
+    backoff = 0.0
+    while True:
+        try:
+            async for view in stub.Watch(registry_pb2.WatchRequest()):
+                table.apply(view)
+                if backoff:
+                    backoff = 0.0
+                    log.warning("registry reachable again; view at revision %d", view.revision)
+                    if on_stale:
+                        await on_stale(None)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{exc.code().name}: {exc.details()}"
+            if not backoff:
+                log.warning("registry unreachable (%s); routing from the last good view", reason)
+                if on_stale:
+                    await on_stale(reason)
+            backoff = min(10.0, max(0.5, backoff * 2))
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+
+
 def _stale(exc: grpc.aio.AioRpcError) -> bool:
     """The instance is gone (connection refused, or it says it serves something else):
-    the request never reached an algorithm, so locating again and retrying is safe."""
+    the request never reached an algorithm, so trying another instance is safe."""
     if exc.code() != grpc.StatusCode.UNAVAILABLE:
         return False
-    typed = from_rpc_error(exc)
-    return typed.reason in ("MESH_UNAVAILABLE", "INSTANCE_UNAVAILABLE")
+    return from_rpc_error(exc).reason in ("MESH_UNAVAILABLE", "INSTANCE_UNAVAILABLE")
 
 
 class Router:
@@ -102,7 +174,7 @@ class Router:
         self.directory = directory
         self._caller = ((_wire.CALLER_KEY, caller),) if caller else ()
         self._channels: dict[str, tuple[grpc.aio.Channel, Callable]] = {}
-        self._rr = itertools.count()
+        self._outstanding: dict[str, int] = {}
 
     def _stub(self, address: str) -> Callable:
         entry = self._channels.get(address)
@@ -113,28 +185,38 @@ class Router:
         return entry[1]
 
     def _drop(self, address: str) -> None:
+        self.directory.eject(address)
         entry = self._channels.pop(address, None)
         if entry is not None:
             asyncio.ensure_future(entry[0].close())
 
+    def _pick(self, addresses: tuple[str, ...]) -> str:
+        if len(addresses) == 1:
+            return addresses[0]
+        a, b = random.sample(addresses, 2)  # power of two choices: the less busy of two
+        load = self._outstanding
+        return a if load.get(a, 0) <= load.get(b, 0) else b
+
     async def __call__(self, call: Call) -> Reply:
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             loc = await self.directory.locate(call.target)
-            address = loc.addresses[next(self._rr) % len(loc.addresses)]
-            rpc = self._stub(address)(
-                call.body,
-                metadata=((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller,
-                timeout=remaining(call),
-            )
+            address = self._pick(loc.addresses)
+            self._outstanding[address] = self._outstanding.get(address, 0) + 1
             try:
+                rpc = self._stub(address)(
+                    call.body,
+                    metadata=((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller,
+                    timeout=remaining(call),
+                )
                 body = await rpc
                 trailing = await rpc.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
-                if attempt == 1 and _stale(exc):
-                    self.directory.forget(call.target)
+                if attempt < 3 and _stale(exc):
                     self._drop(address)
                     continue
                 raise from_rpc_error(exc) from None
+            finally:
+                self._outstanding[address] -= 1
             out = [(k, v) for k, v in trailing if k.startswith("algomesh-")]
             if loc.cold:
                 out.append((_wire.COLD_START_KEY, "1"))
@@ -145,3 +227,7 @@ class Router:
         for channel, _ in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+__all__ = ["AlgomeshError", "Directory", "Location", "Router", "Table", "follow_views", "location_from",
+           "remote_locator"]

@@ -61,13 +61,23 @@ def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> g
     )
 
 
+VIEW_HEALTH = "algomesh.registry-view"  # NOT_SERVING while routing from a stale registry view
+
+
 class Health:
-    """grpc.health.v1 for a server; ``serving()`` / ``not_serving()`` flip every service."""
+    """grpc.health.v1 for a server; ``serving()`` / ``not_serving()`` flip every service.
+
+    ``algomesh.registry-view`` reports whether the server's view of the registry is
+    current (a server with a stale view keeps serving calls from its last good view)."""
 
     def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
         self.servicer = health.aio.HealthServicer()
         self.services = ["", *services]
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+
+    async def view(self, stale: str | None) -> None:
+        await self.servicer.set(VIEW_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING if stale
+                                else health_pb2.HealthCheckResponse.SERVING)
 
     async def set(self, status: int) -> None:
         for name in self.services:

@@ -22,7 +22,9 @@ import grpc
 from algomesh import _wire
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
-from .route import Directory, Router, remote_locator
+from algomesh.registry.resolve import owner_of
+
+from .route import Directory, Router, follow_views, remote_locator
 from .runner import RunnerProcess
 from .runtimes import RunnerSpec
 from .server import MESH_SERVICE, mesh_handler, new_server
@@ -76,7 +78,9 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
         env={_wire.ENV_ADDRESS: f"unix://{cfg.outbound_socket}",
              "ALGOMESH_ALGORITHM": cfg.algorithm, "ALGOMESH_VERSION": cfg.version},
     )
-    router = Router(Directory(remote_locator(registry_channel)), caller=f"{cfg.algorithm}@{cfg.version}")
+    owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
+    directory = Directory(remote_locator(registry_channel, requester=owner), requester=owner)
+    router = Router(directory, caller=f"{cfg.algorithm}@{cfg.version}")
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(runner), own_target=me),))
@@ -90,11 +94,18 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     await inbound.start()
     await outbound.start()
     await outbound_health.serving()
+
+    async def view_health(stale: str | None) -> None:
+        await inbound_health.view(stale)
+        await outbound_health.view(stale)
+
+    await view_health(None)
+    views = asyncio.ensure_future(follow_views(registry_channel, directory.table, view_health))
     await runner.start()
 
     instance = registry_pb2.Instance(
         id=cfg.instance_id, algorithm=cfg.algorithm, version=cfg.version,
-        address=f"{cfg.host}:{port}", state="ready", started_at=int(time.time()))
+        address=f"{cfg.host}:{port}", state="passing", started_at=int(time.time()))
     await registry.RegisterInstance(registry_pb2.RegisterInstanceRequest(instance=instance), timeout=30)
     await inbound_health.serving()
     log.info("%s ready at %s (instance %s)", me, instance.address, cfg.instance_id)
@@ -102,6 +113,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     await stop.wait()
 
     log.info("%s stopping", me)
+    views.cancel()
     await inbound_health.not_serving()
     try:
         await registry.DeregisterInstance(registry_pb2.DeregisterInstanceRequest(id=cfg.instance_id), timeout=2)

@@ -89,8 +89,10 @@ def test_health_and_reflection_on_every_server(mesh):
     _warm(mesh, "username/cleaning")
     with mesh.client() as c:
         [instance] = c.instances("username/cleaning")
-    assert instance.state == "ready" and instance.version == "0.1.0"
+    assert instance.state == "passing" and instance.version == "0.1.0"
     assert _health(instance.address) == serving  # the algorithm's sidecar
+    assert _health(instance.address, "algomesh.registry-view") == serving  # its view of the registry is current
+    assert _health(mesh.address, "algomesh.registry-view") == serving
     assert "algomesh.v1.Mesh" in _services(instance.address)
 
     sockets = [p for p in _socket_dir(mesh).iterdir() if p.name.startswith(instance.id)]

@@ -32,7 +32,7 @@ def test_full_manifest():
 def test_defaults():
     m = parse_manifest('name = "a/b"\nversion = "0.1.0"\nentrypoint = "m.py"\n')
     assert m.runtime == "python" and m.permissions.callability == "public"
-    assert list(m.permissions.can_call) == [] and m.scaling.max_instances == 1 and m.scaling.concurrency == 1
+    assert list(m.permissions.can_call) == [] and m.scaling.max_instances == 0 and m.scaling.concurrency == 1
 
 
 @pytest.mark.parametrize("text, fragment", [

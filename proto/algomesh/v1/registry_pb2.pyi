@@ -49,20 +49,24 @@ class Scaling(_message.Message):
     def __init__(self, min_instances: _Optional[int] = ..., max_instances: _Optional[int] = ..., idle_seconds: _Optional[int] = ..., concurrency: _Optional[int] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("manifest", "digest", "published_at")
+    __slots__ = ("manifest", "digest", "published_at", "private")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
     manifest: Manifest
     digest: str
     published_at: int
-    def __init__(self, manifest: _Optional[_Union[Manifest, _Mapping]] = ..., digest: _Optional[str] = ..., published_at: _Optional[int] = ...) -> None: ...
+    private: bool
+    def __init__(self, manifest: _Optional[_Union[Manifest, _Mapping]] = ..., digest: _Optional[str] = ..., published_at: _Optional[int] = ..., private: _Optional[bool] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("archive",)
+    __slots__ = ("archive", "private")
     ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
     archive: bytes
-    def __init__(self, archive: _Optional[bytes] = ...) -> None: ...
+    private: bool
+    def __init__(self, archive: _Optional[bytes] = ..., private: _Optional[bool] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("version", "created")
@@ -73,10 +77,12 @@ class PublishResponse(_message.Message):
     def __init__(self, version: _Optional[_Union[VersionInfo, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
-    __slots__ = ("target",)
+    __slots__ = ("target", "requester")
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
     target: str
-    def __init__(self, target: _Optional[str] = ...) -> None: ...
+    requester: str
+    def __init__(self, target: _Optional[str] = ..., requester: _Optional[str] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
     __slots__ = ("version",)
@@ -147,10 +153,12 @@ class ListInstancesResponse(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
-    __slots__ = ("target",)
+    __slots__ = ("target", "requester")
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
     target: str
-    def __init__(self, target: _Optional[str] = ...) -> None: ...
+    requester: str
+    def __init__(self, target: _Optional[str] = ..., requester: _Optional[str] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
     __slots__ = ("version", "instances", "cold_start")
@@ -181,3 +189,33 @@ class DeregisterInstanceRequest(_message.Message):
 class DeregisterInstanceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ScaleRequest(_message.Message):
+    __slots__ = ("target", "instances")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    instances: int
+    def __init__(self, target: _Optional[str] = ..., instances: _Optional[int] = ...) -> None: ...
+
+class ScaleResponse(_message.Message):
+    __slots__ = ("version", "instances")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    version: VersionInfo
+    instances: _containers.RepeatedCompositeFieldContainer[Instance]
+    def __init__(self, version: _Optional[_Union[VersionInfo, _Mapping]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class View(_message.Message):
+    __slots__ = ("revision", "versions", "instances")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
+    instances: _containers.RepeatedCompositeFieldContainer[Instance]
+    def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...

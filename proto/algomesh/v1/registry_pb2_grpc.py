@@ -74,6 +74,16 @@ class RegistryStub:
                 request_serializer=algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceRequest.SerializeToString,
                 response_deserializer=algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceResponse.FromString,
                 _registered_method=True)
+        self.Scale = channel.unary_unary(
+                '/algomesh.v1.Registry/Scale',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.ScaleResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/algomesh.v1.Registry/Watch',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.View.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -134,6 +144,21 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scale(self, request, context):
+        """Run N instances of a version (0 lets it go idle). Starts or stops instances now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """The registry's view (every version, every healthy instance), sent at once and then
+        again after every change. Sidecars and ingresses route from it without asking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +201,16 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.DeregisterInstance,
                     request_deserializer=algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceRequest.FromString,
                     response_serializer=algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceResponse.SerializeToString,
+            ),
+            'Scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scale,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.ScaleRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.ScaleResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.WatchRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.View.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +429,60 @@ class Registry:
             '/algomesh.v1.Registry/DeregisterInstance',
             algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceRequest.SerializeToString,
             algomesh_dot_v1_dot_registry__pb2.DeregisterInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/algomesh.v1.Registry/Scale',
+            algomesh_dot_v1_dot_registry__pb2.ScaleRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.ScaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/algomesh.v1.Registry/Watch',
+            algomesh_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.View.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,52 @@
+"""The health prober: every interval, ask each instance's sidecar for its gRPC health and
+write the answer to the store (passing or critical). With Consul this refreshes each
+instance's TTL check, so instances go critical by themselves if the prober stops."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from algomesh.registry.store import CRITICAL, PASSING, Store
+
+log = logging.getLogger("algomesh.prober")
+
+
+class HealthProber:
+    def __init__(self, store: Store, interval: float = 1.0) -> None:
+        self.store = store
+        self.interval = interval
+        self._channels: dict[str, tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]] = {}
+
+    async def _check(self, address: str) -> str:
+        entry = self._channels.get(address)
+        if entry is None:
+            channel = grpc.aio.insecure_channel(address)
+            entry = (channel, health_pb2_grpc.HealthStub(channel))
+            self._channels[address] = entry
+        try:
+            resp = await entry[1].Check(health_pb2.HealthCheckRequest(), timeout=self.interval * 0.8)
+        except grpc.aio.AioRpcError:
+            return CRITICAL
+        return PASSING if resp.status == health_pb2.HealthCheckResponse.SERVING else CRITICAL
+
+    async def probe_once(self) -> None:
+        instances = await asyncio.to_thread(self.store.instances)
+        states = await asyncio.gather(*(self._check(i.address) for i in instances))
+        for inst, state in zip(instances, states):
+            if state != inst.state:
+                log.warning("instance %s of %s %s is %s", inst.id, inst.algorithm, inst.version, state)
+            await asyncio.to_thread(self.store.set_instance_state, inst.id, state)
+        known = {i.address for i in instances}
+        for address in [a for a in self._channels if a not in known]:
+            await self._channels.pop(address)[0].close()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.probe_once()
+            except Exception as exc:  # the store is unreachable: the view says so; try again
+                log.debug("probe skipped: %s", exc)
+            await asyncio.sleep(self.interval)
