@@ -20,7 +20,7 @@ from algomesh import _wire
 from algomesh._errors import AlgomeshError
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.service import Registry, RegistryServicer
-from algomesh.registry.store import open_store
+from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import resolve_in
 from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
@@ -77,8 +77,11 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                          "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
 
+    def failing(instance_id: str) -> bool:
+        return any(i.id == instance_id and i.state != PASSING for i in view.instances)
+
     launcher = LocalLauncher(registry=registry, registry_address=address, artifacts=artifacts,
-                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs")
+                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing)
 
     async def locate(target: str) -> Location:
         info = await registry.resolve(target)

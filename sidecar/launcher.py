@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from algomesh._errors import error
 from algomesh.registry.artifacts import ArtifactStore
@@ -45,7 +46,8 @@ class _Child:
 
 class LocalLauncher:
     def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
-                 socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0) -> None:
+                 socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
+                 failing: Callable[[str], bool] = lambda _id: False) -> None:
         self.registry = registry
         self.registry_address = registry_address
         self.artifacts = artifacts
@@ -53,6 +55,7 @@ class LocalLauncher:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.launch_timeout = launch_timeout
+        self._failing = failing  # instance id -> its health check is failing
         self._children: dict[str, _Child] = {}
         self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
         self._stopping = False
@@ -76,7 +79,7 @@ class LocalLauncher:
     def ready(self, name: str, version: str) -> list[registry_pb2.Instance]:
         return [c.instance for c in self._children.values()
                 if c.name == name and c.version == version and c.instance is not None
-                and c.process.returncode is None]
+                and c.process.returncode is None and not self._failing(c.id)]
 
     async def ensure(self, info: registry_pb2.VersionInfo) -> tuple[list[registry_pb2.Instance], bool]:
         m = info.manifest

@@ -1,6 +1,10 @@
-"""The health prober: every interval, ask each instance's sidecar for its gRPC health and
-write the answer to the store (passing or critical). With Consul this refreshes each
-instance's TTL check, so instances go critical by themselves if the prober stops."""
+"""The health prober: ask each instance's sidecar for its gRPC health and write the answer
+to the store (passing or critical). With Consul this refreshes each instance's TTL check,
+so instances go critical by themselves if the prober stops.
+
+It probes twice per health interval with a timeout of 0.4 intervals, so an instance that
+stops answering is marked critical within 0.9 intervals (then the view carries it to
+every caller in milliseconds)."""
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +31,7 @@ class HealthProber:
             entry = (channel, health_pb2_grpc.HealthStub(channel))
             self._channels[address] = entry
         try:
-            resp = await entry[1].Check(health_pb2.HealthCheckRequest(), timeout=self.interval * 0.8)
+            resp = await entry[1].Check(health_pb2.HealthCheckRequest(), timeout=self.interval * 0.4)
         except grpc.aio.AioRpcError:
             return CRITICAL
         return PASSING if resp.status == health_pb2.HealthCheckResponse.SERVING else CRITICAL
@@ -49,4 +53,4 @@ class HealthProber:
                 await self.probe_once()
             except Exception as exc:  # the store is unreachable: the view says so; try again
                 log.debug("probe skipped: %s", exc)
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval / 2)

@@ -68,6 +68,11 @@ class Mesh:
     address: str
     data_dir: Path
     banner: str
+    lines: list[str] | None = None  # everything `algomesh up` printed so far
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines or [])
 
     def client(self, api_key: str | None = "test-key") -> algomesh.Client:
         return algomesh.client(api_key, self.address)
@@ -110,7 +115,7 @@ def start_mesh(data_dir: Path, *extra: str, own_group: bool = False) -> Mesh:
         if address and "Ctrl-C to stop" in line:  # the banner's last line
             # drain the rest of the output in the background so the pipe never fills
             threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return Mesh(proc, address, data_dir, "".join(lines))
+            return Mesh(proc, address, data_dir, "".join(lines), lines)
     proc.kill()
     raise RuntimeError("algomesh up did not start:\n" + "".join(lines))
 

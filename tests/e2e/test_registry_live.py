@@ -23,17 +23,20 @@ class Load:
 
     def __init__(self, client: algomesh.Client, ref: str, threads: int = 4) -> None:
         self.algo = client.algo(ref).set_options(timeout=30)
-        self.results: list[tuple[float, object]] = []
+        self.results: list[tuple[float, object]] = []   # (finished at, outcome)
+        self.started: list[tuple[float, object]] = []   # (started at, outcome)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 out = self.algo.pipe("x").result
             except algomesh.AlgomeshError as exc:
                 out = exc
             self.results.append((time.monotonic(), out))
+            self.started.append((started, out))
 
     def __enter__(self) -> "Load":
         for t in self._threads:
@@ -93,6 +96,32 @@ def test_calls_balance_over_instances_and_survive_one_being_killed(mesh, client,
     assert len(after) > 20 and len({r["pid"] for r in after}) == 1
     assert len(load.failures()) <= 8  # at most the calls in flight on the killed instance
     assert len(client.instances("live/pair")) == 1
+
+
+def test_a_hung_instance_stops_receiving_calls_within_one_health_interval(mesh, client, tmp_path):
+    mesh.publish(write_algorithm(tmp_path / "hung", "live/hung", "1.0.0", VERSIONED.format(v="1.0.0")))
+    assert len(client.scale("live/hung", 2).instances) == 2
+    interval = 1.0  # algomesh up's default health interval
+    load = Load(client, "live/hung", threads=4)
+    load.algo.set_options(timeout=4)
+    victim = next(p for p in descendants(mesh.process.pid) if _is_sidecar_of(p, "live/hung"))
+    try:
+        with load:
+            time.sleep(1.5)
+            os.kill(victim, signal.SIGSTOP)  # alive, connections open, answering nothing
+            stopped = time.monotonic()
+            time.sleep(6)
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    early = [r for t, r in load.started if stopped <= t <= stopped + interval and isinstance(r, Exception)]
+    assert early and all(isinstance(r, algomesh.DeadlineExceededError) for r in early), \
+        "the hang never reached a caller: the test would prove nothing"
+    late = [r for t, r in load.started if t > stopped + interval and isinstance(r, Exception)]
+    assert late == [], f"calls started more than one health interval after the hang failed: {late[:3]}"
+    ok_after = [r for t, r in load.started if t > stopped + interval and isinstance(r, dict)]
+    assert len(ok_after) > 20
+    states = {i.id: i.state for i in client.instances("live/hung")}
+    assert sorted(states.values()) in (["critical", "passing"], ["passing", "passing"])  # it may be back
 
 
 def _is_sidecar_of(pid: int, name: str) -> bool:
