@@ -4,7 +4,7 @@
                                               published_at, private); written once, with
                                               CAS index 0 (create-only), so two racing
                                               publishers of one version have one winner
-    catalog  service "algomesh", one entry per instance: ID = instance id, Address/Port =
+    catalog  service PREFIX (default "algomesh"), one entry per instance: ID = instance id, Address/Port =
              its sidecar, Tags ["algorithm=OWNER/NAME", "version=VERSION"], Meta with the
              same, and a TTL check "service:ID" the control plane's prober passes or fails
              (it goes critical by itself if the prober stops, and the entry is removed
@@ -29,8 +29,12 @@ from algomesh.v1 import registry_pb2
 
 from .store import CRITICAL, PASSING, WARNING, register_backend
 
-SERVICE = "algomesh"
 DEREGISTER_CRITICAL_AFTER = "1m"
+
+
+def _duration(seconds: float) -> str:
+    """A Go duration, as Consul parses them: "1.5s", "300ms"."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _unreachable(exc: Exception):
@@ -40,6 +44,8 @@ def _unreachable(exc: Exception):
 class ConsulStore:
     def __init__(self, host: str, port: int, prefix: str = "algomesh", token: str | None = None) -> None:
         self.prefix = prefix.strip("/") or "algomesh"
+        # One catalog service per registry (prefix): registries sharing an agent stay apart.
+        self.service = self.prefix.replace("/", "-")
         self.address = f"{host}:{port}"
         self._c = consul.Consul(host=host, port=port, token=token)
 
@@ -104,13 +110,15 @@ class ConsulStore:
     def register_instance(self, instance: registry_pb2.Instance, ttl: float = 10.0) -> None:
         host, _, port = instance.address.rpartition(":")
         check = {"CheckID": f"service:{instance.id}", "Name": "algomesh sidecar health",
-                 "TTL": f"{max(1, round(ttl))}s", "Status": PASSING,
+                 "TTL": _duration(ttl), "Status": PASSING,
                  "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER}
         meta = {"algorithm": instance.algorithm, "version": instance.version,
                 "started_at": str(instance.started_at), "host": socket.gethostname()}
-        self._call(self._c.agent.service.register, SERVICE, service_id=instance.id, address=host,
+        self._call(self._c.agent.service.register, self.service, service_id=instance.id, address=host,
                    port=int(port), tags=[f"algorithm={instance.algorithm}", f"version={instance.version}"],
                    meta=meta, check=check)
+        # Consul keeps an existing check's status when a service is registered again.
+        self.set_instance_state(instance.id, PASSING)
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
         check = f"service:{instance_id}"
@@ -131,7 +139,7 @@ class ConsulStore:
             kwargs["tag"] = f"algorithm={name}"
         if index is not None:
             kwargs.update(index=index, wait=wait)
-        return self._call(self._c.health.service, SERVICE, **kwargs)
+        return self._call(self._c.health.service, self.service, **kwargs)
 
     def instances(self, name: str = "", version: str = "") -> list[registry_pb2.Instance]:
         _, entries = self._entries(name)
@@ -149,10 +157,10 @@ class ConsulStore:
         return sorted(out, key=lambda i: (i.started_at, i.id))
 
     def clear_instances(self) -> None:
-        """Deregister the algomesh services this host left on its agent (a previous run)."""
+        """Deregister this registry's services that this host left on its agent (a previous run)."""
         services = self._call(self._c.agent.services) or {}
         for sid, svc in services.items():
-            if svc.get("Service") == SERVICE and (svc.get("Meta") or {}).get("host") == socket.gethostname():
+            if svc.get("Service") == self.service and (svc.get("Meta") or {}).get("host") == socket.gethostname():
                 self.deregister_instance(sid)
 
     # change feeds: Consul blocking queries ------------------------------------------
@@ -166,11 +174,11 @@ class ConsulStore:
 
     def wait_versions(self, index: int, timeout: float) -> int:
         new, _ = self._call(self._c.kv.get, f"{self.prefix}/versions/", recurse=True,
-                            index=index or None, wait=f"{max(1, int(timeout))}s")
+                            index=index or None, wait=_duration(timeout))
         return self._next_index(index, new)
 
     def wait_instances(self, index: int, timeout: float) -> int:
-        new, _ = self._entries(index=index or None, wait=f"{max(1, int(timeout))}s")
+        new, _ = self._entries(index=index or None, wait=_duration(timeout))
         return self._next_index(index, new)
 
     def close(self) -> None:

@@ -12,14 +12,14 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from algomesh._errors import AlgomeshError, error
-from algomesh._refs import check_name
+from algomesh._errors import AlgomeshError, NotFoundError, error
+from algomesh._refs import check_name, parse_target
 from algomesh.sidecar.rescue import rescued
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .artifacts import ArtifactStore, tree_digest
 from .manifest import read_manifest
-from .resolve import resolve
+from .resolve import resolve, resolve_in
 from .store import Store
 from .view import RegistryView
 
@@ -36,6 +36,7 @@ class Registry:
         self.store = store
         self.artifacts = artifacts
         self.instance_ttl = instance_ttl
+        self.view: RegistryView | None = None  # set by the control plane once its view runs
         self._listeners: list[Callable[[str, registry_pb2.Instance], None]] = []
 
     def on_instance(self, listener: Callable[[str, registry_pb2.Instance], None]) -> None:
@@ -53,7 +54,13 @@ class Registry:
             listener("deregister", registry_pb2.Instance(id=instance_id))
 
     async def publish(self, archive: bytes, private: bool = False) -> tuple[registry_pb2.VersionInfo, bool]:
-        return await asyncio.to_thread(self._publish, archive, private)
+        info, created = await asyncio.to_thread(self._publish, archive, private)
+        if self.view is not None:
+            # Read your writes: once publish returns, calls through this control plane see it.
+            m = info.manifest
+            await self.view.until(lambda: any(v.manifest.name == m.name and v.manifest.version == m.version
+                                              for v in self.view.versions), timeout=5.0)
+        return info, created
 
     def _publish(self, archive: bytes, private: bool) -> tuple[registry_pb2.VersionInfo, bool]:
         staging = self.artifacts.stage(archive)
@@ -76,6 +83,14 @@ class Registry:
             raise
 
     async def resolve(self, target: str, requester: str = "") -> registry_pb2.VersionInfo:
+        """From the live view when it knows the target (no store round trip, and it keeps
+        working while the store is unreachable); from the store itself otherwise."""
+        if self.view is not None:
+            name = parse_target(target).name
+            try:
+                return resolve_in(target, [i for i in self.view.versions if i.manifest.name == name], requester)
+            except NotFoundError:
+                pass  # published a moment ago, or truly unknown: the store decides
         return await asyncio.to_thread(resolve, self.store, target, requester)
 
     async def algorithms(self) -> list[registry_pb2.AlgorithmSummary]:

@@ -119,6 +119,17 @@ class RegistryView:
             await self._moved.wait()
         return self.snapshot()
 
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (bounded) until ``predicate()`` holds for the view; say whether it did."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await self.next(after=self.revision)
+            return True
+        except TimeoutError:
+            return False
+
     def snapshot(self) -> registry_pb2.View:
         return registry_pb2.View(revision=self.revision, versions=self.versions,
-                                 instances=[i for i in self.instances if i.state == PASSING])
+                                 instances=[i for i in self.instances if i.state == PASSING],
+                                 stale=self.stale or "")

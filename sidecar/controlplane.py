@@ -62,6 +62,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     registry = Registry(store, artifacts, instance_ttl=3 * cfg.health_interval)
     view = RegistryView(store)
     await view.start()
+    registry.view = view
     # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
     socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
 

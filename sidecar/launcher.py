@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from algomesh._errors import error
+from algomesh._errors import AlgomeshError, error
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
@@ -159,7 +159,10 @@ class LocalLauncher:
         if not self._stopping:
             log.warning("instance %s of %s %s exited with code %s", child.id, child.name, child.version, rc)
         if child.instance is not None:  # it died without withdrawing
-            await self.registry.deregister_instance(child.id)
+            try:
+                await self.registry.deregister_instance(child.id)
+            except AlgomeshError as exc:  # e.g. Consul unreachable: its TTL check expires instead
+                log.warning("could not deregister instance %s: %s", child.id, exc)
 
     # shutdown -----------------------------------------------------------------------
 

@@ -141,19 +141,25 @@ async def follow_views(channel: grpc.aio.Channel, table: Table,
     """Keep ``table`` fresh from Registry.Watch, for ever; on a broken stream keep the last
     good view, say so (``on_stale``, the log), and reconnect with a jittered back-off."""
     stub = registry_pb2_grpc.RegistryStub(channel)
-    backoff = 0.0
+    backoff, stale = 0.0, None
     while True:
         try:
             async for view in stub.Watch(registry_pb2.WatchRequest()):
                 table.apply(view)
-                if backoff:
-                    backoff = 0.0
-                    log.warning("registry reachable again; view at revision %d", view.revision)
+                backoff = 0.0
+                now = f"the registry's store: {view.stale}" if view.stale else None
+                if now != stale:
+                    stale = now
+                    if stale:
+                        log.warning("registry view is stale (%s); routing from the last good view", stale)
+                    else:
+                        log.warning("registry view current again (revision %d)", view.revision)
                     if on_stale:
-                        await on_stale(None)
+                        await on_stale(stale)
         except grpc.aio.AioRpcError as exc:
-            reason = f"{exc.code().name}: {exc.details()}"
-            if not backoff:
+            reason = f"the control plane: {exc.code().name}: {exc.details()}"
+            if reason != stale:
+                stale = reason
                 log.warning("registry unreachable (%s); routing from the last good view", reason)
                 if on_stale:
                     await on_stale(reason)

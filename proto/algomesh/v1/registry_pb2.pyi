@@ -211,11 +211,13 @@ class WatchRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class View(_message.Message):
-    __slots__ = ("revision", "versions", "instances")
+    __slots__ = ("revision", "versions", "instances", "stale")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
-    def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
+    stale: str
+    def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., stale: _Optional[str] = ...) -> None: ...
