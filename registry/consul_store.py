@@ -12,7 +12,7 @@
 
 Change feeds are Consul blocking queries (``?index=N&wait=Ts``) on the KV prefix and on
 the service's health; the index rules Consul documents are applied here: an index that
-goes backwards is taken as a reset, and one that is not positive becomes 1.
+goes backwards resets the loop to 0, and one that is not positive becomes 1.
 """
 from __future__ import annotations
 
@@ -167,10 +167,13 @@ class ConsulStore:
 
     @staticmethod
     def _next_index(previous: int, new: int | str | None) -> int:
+        """Consul's rules for the index a blocking loop carries on with."""
         new = int(new or 0)
+        if new < previous:
+            return 0            # it went backwards: reset, restarting the blocking loop
         if new <= 0:
-            return 1            # "sanity check that the index is greater than zero"
-        return new              # going backwards is a reset: the caller starts over from it
+            return 1            # never block on 0: it would return at once, forever
+        return new
 
     def wait_versions(self, index: int, timeout: float) -> int:
         new, _ = self._call(self._c.kv.get, f"{self.prefix}/versions/", recurse=True,
