@@ -10,7 +10,6 @@ import asyncio
 import time
 from typing import Awaitable, Callable
 
-import grpc
 
 from algomesh._errors import AlgomeshError, NotFoundError, error
 from algomesh._refs import check_name, parse_target

@@ -24,7 +24,7 @@ from typing import Awaitable, Callable
 import grpc
 
 from algomesh import _wire
-from algomesh._errors import AlgomeshError, NotFoundError, error, from_rpc_error
+from algomesh._errors import NotFoundError, error, from_rpc_error
 from algomesh._refs import parse_target
 from algomesh.registry.resolve import resolve_in
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
@@ -234,6 +234,3 @@ class Router:
             await channel.close()
         self._channels.clear()
 
-
-__all__ = ["AlgomeshError", "Directory", "Location", "Router", "Table", "follow_views", "location_from",
-           "remote_locator"]

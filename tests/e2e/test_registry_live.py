@@ -113,9 +113,12 @@ def test_a_hung_instance_stops_receiving_calls_within_one_health_interval(mesh, 
             time.sleep(6)
     finally:
         os.kill(victim, signal.SIGCONT)
-    early = [r for t, r in load.started if stopped <= t <= stopped + interval and isinstance(r, Exception)]
+    # The calls in flight on the frozen instance when it froze hang until their deadline (new
+    # calls mostly avoid it even before the prober acts: the power of two choices sees its
+    # outstanding calls pile up). They show that the hang was real.
+    early = [r for t, r in load.started if stopped - 1.0 <= t <= stopped + interval and isinstance(r, Exception)]
     assert early and all(isinstance(r, algomesh.DeadlineExceededError) for r in early), \
-        "the hang never reached a caller: the test would prove nothing"
+        f"the hang never reached a caller, so the test would prove nothing: {early[:3]}"
     late = [r for t, r in load.started if t > stopped + interval and isinstance(r, Exception)]
     assert late == [], f"calls started more than one health interval after the hang failed: {late[:3]}"
     ok_after = [r for t, r in load.started if t > stopped + interval and isinstance(r, dict)]
