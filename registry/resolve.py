@@ -25,14 +25,13 @@ def resolve_in(target: str, infos: Iterable[registry_pb2.VersionInfo], requester
     """Pick the version of ``target`` among ``infos`` (that algorithm's versions)."""
     t = parse_target(target)
     spec = parse_spec(t.version)
-    infos = list(infos)
-    if not infos:
+    by_version = {i.manifest.version: i for i in infos if visible(i, requester)}
+    if not by_version:  # none at all, or none this requester may see: the same answer
         raise error("ALGORITHM_NOT_FOUND", f"no algorithm named {t.name}; `algomesh ls` lists them",
                     algorithm=t.name)
-    by_version = {i.manifest.version: i for i in infos if visible(i, requester)}
     chosen = pick(spec, by_version)
     if chosen is None:
-        known = ", ".join(sorted(by_version)) or "none you can see"
+        known = ", ".join(sorted(by_version))
         what = "no release" if spec.text == "latest" else f"no version matching {spec.text}"
         raise error("VERSION_NOT_FOUND", f"{t.name} has {what} (published: {known})",
                     algorithm=t.name, version=t.version)

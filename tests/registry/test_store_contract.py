@@ -287,7 +287,7 @@ def test_resolve(published, target, requester, expected):
     ("t/a/3.0.0", "", "VERSION_NOT_FOUND"),    # private: not for anonymous callers
     ("t/a/3.0.0", "other", "VERSION_NOT_FOUND"),
     ("t/a/3.*", "tt", "VERSION_NOT_FOUND"),    # an owner whose name starts alike is not the owner
-    ("u/only-private", "other", "VERSION_NOT_FOUND"),
+    ("u/only-private", "other", "ALGORITHM_NOT_FOUND"),  # all private: indistinguishable from unknown
     ("t/a/1.2", "", "INVALID_VERSION"),
     ("t/a/v1.2.3", "", "INVALID_VERSION"),
     ("t/a/banana", "", "INVALID_VERSION"),
