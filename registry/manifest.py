@@ -16,6 +16,7 @@
     max_instances = 0              # 0: no limit of its own
     idle_seconds = 300
     concurrency = 1                # calls one instance runs at once
+    max_in_flight = 64             # calls one instance holds (running + waiting); more: OVERLOADED
 """
 from __future__ import annotations
 
@@ -75,13 +76,16 @@ def parse_manifest(text: str) -> registry_pb2.Manifest:
         raise _bad("permissions.callability must be public or private")
     scaling = _get(doc, "scaling", dict, {})
     numbers = {k: _get(scaling, k, int, d) for k, d in
-               (("min_instances", 0), ("max_instances", 0), ("idle_seconds", 300), ("concurrency", 1))}
+               (("min_instances", 0), ("max_instances", 0), ("idle_seconds", 300), ("concurrency", 1),
+                ("max_in_flight", 64))}
     if any(v < 0 for v in numbers.values()):
         raise _bad("scaling numbers must be >= 0")
     if numbers["max_instances"] and numbers["max_instances"] < max(1, numbers["min_instances"]):
         raise _bad("scaling.max_instances (0 = no limit) must be at least max(1, min_instances)")
     if numbers["concurrency"] < 1:
         raise _bad("scaling.concurrency must be at least 1")
+    if numbers["max_in_flight"] < numbers["concurrency"]:
+        raise _bad("scaling.max_in_flight must be at least scaling.concurrency")
     return registry_pb2.Manifest(
         name=name,
         version=version,

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                          "(default $ALGOMESH_REGISTRY, else sqlite in the data dir)")
     up.add_argument("--health-interval", type=float, default=1.0,
                     help="seconds between health probes of each instance (default 1)")
+    up.add_argument("--max-payload-mb", type=float, default=10.0,
+                    help="largest unary payload in MiB (default 10; at most 64, the transport's limit)")
 
     pub = sub.add_parser("publish", help="publish the algorithm folder at PATH")
     pub.add_argument("path", type=Path)
@@ -104,9 +106,13 @@ def _up(a: argparse.Namespace) -> int:
         print(f"error: `algomesh up` needs the server extra (pip install 'algomesh[server]'): {exc}",
               file=sys.stderr)
         return 1
+    if not 0 < a.max_payload_mb <= _wire.MAX_MESSAGE_BYTES / 2**20:
+        print(f"error: --max-payload-mb must be in (0, {_wire.MAX_MESSAGE_BYTES // 2**20}]", file=sys.stderr)
+        return 2
     data_dir = a.data_dir or controlplane.default_data_dir()
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
-                                           registry_url=a.registry, health_interval=a.health_interval))
+                                           registry_url=a.registry, health_interval=a.health_interval,
+                                           max_payload=int(a.max_payload_mb * 2**20)))
     return 0
 
 

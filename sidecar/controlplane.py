@@ -48,6 +48,7 @@ class UpConfig:
     port: int = _wire.DEFAULT_PORT
     registry_url: str = ""        # default: sqlite in data_dir ($ALGOMESH_REGISTRY)
     health_interval: float = 1.0  # seconds between health probes of each instance
+    max_payload: int = 10 * 1024 * 1024  # bytes in one unary call
 
     @property
     def store_url(self) -> str:
@@ -82,7 +83,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         return any(i.id == instance_id and i.state != PASSING for i in view.instances)
 
     launcher = LocalLauncher(registry=registry, registry_address=address, artifacts=artifacts,
-                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing)
+                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
+                             max_payload=cfg.max_payload)
 
     async def locate(target: str) -> Location:
         info = await registry.resolve(target)
@@ -97,7 +99,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
 
     registry_pb2_grpc.add_RegistryServicer_to_server(
         RegistryServicer(registry, view, launcher.ensure, launcher.scale), server)
-    server.add_generic_rpc_handlers((mesh_handler(ingress_stack(router)),))
+    server.add_generic_rpc_handlers((mesh_handler(ingress_stack(router, max_payload=cfg.max_payload)),))
     await server.start()
     await health.serving()
     await health.view(None)

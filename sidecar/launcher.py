@@ -47,6 +47,7 @@ class _Child:
 class LocalLauncher:
     def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
                  socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
+                 max_payload: int = 10 * 1024 * 1024,
                  failing: Callable[[str], bool] = lambda _id: False) -> None:
         self.registry = registry
         self.registry_address = registry_address
@@ -55,6 +56,7 @@ class LocalLauncher:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.launch_timeout = launch_timeout
+        self.max_payload = max_payload
         self._failing = failing  # instance id -> its health check is failing
         self._children: dict[str, _Child] = {}
         self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
@@ -123,7 +125,9 @@ class LocalLauncher:
                "--runtime", m.runtime, "--entrypoint", m.entrypoint,
                "--path", str(self.artifacts.path(info.digest)),
                "--registry", self.registry_address, "--socket-dir", str(self.socket_dir),
-               "--concurrency", str(max(1, m.scaling.concurrency))]
+               "--concurrency", str(max(1, m.scaling.concurrency)),
+               "--max-in-flight", str(max(m.scaling.max_in_flight, m.scaling.concurrency, 1)),
+               "--max-payload", str(self.max_payload)]
         t0 = time.monotonic()
         with open(log_path, "ab") as logfile:
             proc = Child.start(

@@ -44,6 +44,8 @@ class SidecarConfig:
     registry: str           # control plane address
     socket_dir: str
     concurrency: int = 1
+    max_in_flight: int = 64
+    max_payload: int = 10 * 1024 * 1024
     host: str = "127.0.0.1"
 
     @property
@@ -61,6 +63,8 @@ class SidecarConfig:
                      "registry", "socket-dir"):
             p.add_argument(f"--{name}", required=True)
         p.add_argument("--concurrency", type=int, default=1)
+        p.add_argument("--max-in-flight", type=int, default=64)
+        p.add_argument("--max-payload", type=int, default=10 * 1024 * 1024, help="bytes")
         p.add_argument("--host", default="127.0.0.1")
         a = p.parse_args(argv)
         return cls(**{k: v for k, v in vars(a).items()})
@@ -83,12 +87,13 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     router = Router(directory, caller=f"{cfg.algorithm}@{cfg.version}")
 
     inbound, inbound_health = new_server([MESH_SERVICE])
-    inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(runner), own_target=me),))
+    inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
+        runner, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight), own_target=me),))
     port = inbound.add_insecure_port(f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
-    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(router)),))
+    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(router, max_payload=cfg.max_payload)),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()

@@ -4,9 +4,9 @@ A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshEr
 A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
 first listed is the outermost, and each stack below reads top-down in one place:
 
-    inbound   rescue -> deadline -> runner            (other sidecars -> my algorithm)
-    outbound  rescue -> deadline -> route             (my algorithm's pipes -> the mesh)
-    ingress   rescue -> deadline -> route             (clients -> the mesh)
+    inbound   rescue -> deadline -> payload_limit -> load_shed -> runner   (other sidecars -> my algorithm)
+    outbound  rescue -> deadline -> payload_limit -> route                (my algorithm's pipes -> the mesh)
+    ingress   rescue -> deadline -> payload_limit -> route                (clients -> the mesh)
 
 (auth, tracing, load-shed and cache slot in here as they land; see DESIGN.md.)
 The body is the serialized CallRequest; no layer decodes it.
@@ -44,22 +44,25 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
     return handler
 
 
-def inbound_stack(runner: Handler) -> Handler:
+def inbound_stack(runner: Handler, *, max_payload: int, max_in_flight: int) -> Handler:
     from .deadline import deadline
+    from .limits import load_shed, payload_limit
     from .rescue import rescue
 
-    return build([rescue, deadline], runner)
+    return build([rescue, deadline, payload_limit(max_payload), load_shed(max_in_flight)], runner)
 
 
-def outbound_stack(route: Handler) -> Handler:
+def outbound_stack(route: Handler, *, max_payload: int) -> Handler:
     from .deadline import deadline
+    from .limits import payload_limit
     from .rescue import rescue
 
-    return build([rescue, deadline], route)
+    return build([rescue, deadline, payload_limit(max_payload)], route)
 
 
-def ingress_stack(route: Handler) -> Handler:
+def ingress_stack(route: Handler, *, max_payload: int) -> Handler:
     from .deadline import deadline
+    from .limits import payload_limit
     from .rescue import rescue
 
-    return build([rescue, deadline], route)
+    return build([rescue, deadline, payload_limit(max_payload)], route)
