@@ -26,6 +26,7 @@ from ._errors import (
     LimitError,
     NotFoundError,
     PermissionError_,
+    PipelineError,
     RunnerCrashedError,
     UnavailableError,
     VersionExistsError,
@@ -38,6 +39,6 @@ __all__ = [
     "client", "async_client", "Client", "AsyncClient", "Algorithm", "AsyncAlgorithm",
     "Response", "AsyncResponse", "Metadata", "Payload",
     "AlgomeshError", "AlgorithmError", "DeadlineExceededError", "InternalError", "InvalidError",
-    "LimitError", "NotFoundError", "PermissionError_", "RunnerCrashedError", "UnavailableError",
+    "LimitError", "NotFoundError", "PermissionError_", "PipelineError", "RunnerCrashedError", "UnavailableError",
     "VersionExistsError",
 ]

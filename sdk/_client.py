@@ -20,6 +20,7 @@ from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc
 
 from . import _wire
 from ._archive import pack
+from ._context import CALL_TOKEN
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import content_type_name, decode, encode
 from ._refs import Target, parse_target
@@ -69,10 +70,12 @@ def _request(value: Any, options: _Options) -> bytes:
     return payload_pb2.CallRequest(input=payload, capture_stdout=options.stdout).SerializeToString()
 
 
-def _call_metadata(target: Target, api_key: str | None) -> tuple[tuple[str, str], ...]:
+def _call_metadata(target: Target, api_key: str | None, token: str) -> tuple[tuple[str, str], ...]:
     md: tuple[tuple[str, str], ...] = ((_wire.TARGET_KEY, str(target)),)
     if api_key:
         md += ((_wire.AUTH_KEY, f"Simple {api_key}"),)
+    if token:  # inside an algorithm: the call this pipe belongs to
+        md += ((_wire.CALL_KEY, token),)
     return md
 
 
@@ -147,24 +150,25 @@ class Algorithm:
     def pipe(self, input: Any) -> Response:
         """Call the algorithm with ``input``; a Response passed in is chained, not awaited."""
         out: concurrent.futures.Future[_Raw] = concurrent.futures.Future()
+        token = CALL_TOKEN.get()  # now, in the caller's context: chains start in other threads
         if isinstance(input, Response):
             def chain(prev: "concurrent.futures.Future[_Raw]") -> None:
                 exc = prev.exception()
                 if exc is not None:
                     out.set_exception(exc)
                 else:
-                    self._start(prev.result(), out)
+                    self._start(prev.result(), out, token)
             input._future.add_done_callback(chain)
         else:
-            self._start(input, out)
+            self._start(input, out, token)
         return Response(out)
 
-    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]") -> None:
+    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: str) -> None:
         try:
             body = _request(value, self._options)
             call = self._client._call.future(
                 body,
-                metadata=_call_metadata(self.target, self._client.api_key),
+                metadata=_call_metadata(self.target, self._client.api_key, token),
                 timeout=self._options.timeout,
             )
         except AlgomeshError as exc:
@@ -281,9 +285,9 @@ class AsyncAlgorithm:
 
     def pipe(self, input: Any) -> AsyncResponse:
         """Start the call now; ``await`` the response. Responses passed in are chained."""
-        return AsyncResponse(asyncio.ensure_future(self._run(input)))
+        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_TOKEN.get())))
 
-    async def _run(self, value: Any) -> _Raw:
+    async def _run(self, value: Any, token: str) -> _Raw:
         if isinstance(value, AsyncResponse):
             value = (await value)._raw()
         elif isinstance(value, Response):
@@ -291,7 +295,7 @@ class AsyncAlgorithm:
         body = _request(value, self._options)
         call = self._client._stub()(
             body,
-            metadata=_call_metadata(self.target, self._client.api_key),
+            metadata=_call_metadata(self.target, self._client.api_key, token),
             timeout=self._options.timeout,
         )
         try:

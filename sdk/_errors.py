@@ -10,6 +10,7 @@ The hierarchy::
     ├── VersionExistsError             a published version is immutable (VERSION_EXISTS)
     ├── PermissionError_               (PERMISSION_DENIED, UNAUTHENTICATED)
     ├── LimitError                     (PAYLOAD_TOO_LARGE, OVERLOADED)
+    ├── PipelineError                  the pipeline is too deep or loops (CALL_DEPTH_EXCEEDED, CALL_CYCLE)
     ├── DeadlineExceededError          the call ran past its deadline (DEADLINE_EXCEEDED)
     ├── RunnerCrashedError             the algorithm's process died during the call (RUNNER_CRASHED)
     ├── UnavailableError               nothing could serve the call (INSTANCE_UNAVAILABLE,
@@ -102,6 +103,12 @@ class LimitError(AlgomeshError):
     default_reason = "OVERLOADED"
 
 
+class PipelineError(AlgomeshError):
+    """The shape of the pipeline is refused: too deep, or a cycle."""
+
+    default_reason = "CALL_CYCLE"
+
+
 class DeadlineExceededError(AlgomeshError):
     default_reason = "DEADLINE_EXCEEDED"
 
@@ -143,6 +150,8 @@ REASONS: dict[str, Reason] = {
     "PAYLOAD_TOO_LARGE": Reason(_C.RESOURCE_EXHAUSTED, LimitError, "send a smaller payload or a data:// reference"),
     "OVERLOADED": Reason(_C.RESOURCE_EXHAUSTED, LimitError, "retry later or add instances"),
     "DEADLINE_EXCEEDED": Reason(_C.DEADLINE_EXCEEDED, DeadlineExceededError, "raise the timeout or make the stage faster"),
+    "CALL_DEPTH_EXCEEDED": Reason(_C.FAILED_PRECONDITION, PipelineError, "a pipeline this deep is probably runaway recursion"),
+    "CALL_CYCLE": Reason(_C.FAILED_PRECONDITION, PipelineError, "break the loop between the algorithms named"),
     "RUNNER_CRASHED": Reason(_C.INTERNAL, RunnerCrashedError, "the algorithm's process died; it restarts on the next call"),
     "INSTANCE_UNAVAILABLE": Reason(_C.UNAVAILABLE, UnavailableError, "retry; the instance went away"),
     "LAUNCH_FAILED": Reason(_C.UNAVAILABLE, UnavailableError, "the algorithm could not be started; see the mesh's logs"),

@@ -9,6 +9,8 @@ CALL_METHOD = "/algomesh.v1.Mesh/Call"
 TARGET_KEY = "algomesh-target"          # owner/name[/version]
 AUTH_KEY = "authorization"              # "Simple <api key>"; stripped by the ingress
 CALLER_KEY = "algomesh-caller"          # owner/name@version of the calling algorithm
+PATH_KEY = "algomesh-path"              # sidecar to sidecar: the pipeline so far, a@1,b@2
+CALL_KEY = "algomesh-call"              # sidecar -> runner -> the algorithm's pipes: its call's token
 # Response trailing metadata.
 ALGORITHM_KEY = "algomesh-algorithm"
 VERSION_KEY = "algomesh-version"

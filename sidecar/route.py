@@ -209,11 +209,10 @@ class Router:
             address = self._pick(loc.addresses)
             self._outstanding[address] = self._outstanding.get(address, 0) + 1
             try:
-                rpc = self._stub(address)(
-                    call.body,
-                    metadata=((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller,
-                    timeout=remaining(call),
-                )
+                metadata = ((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller
+                if call.path:
+                    metadata += ((_wire.PATH_KEY, ",".join(call.path)),)
+                rpc = self._stub(address)(call.body, metadata=metadata, timeout=remaining(call))
                 body = await rpc
                 trailing = await rpc.trailing_metadata()
             except grpc.aio.AioRpcError as exc:

@@ -143,7 +143,8 @@ class RunnerProcess:
         proc, apply = self._proc, self._apply
         self._in_flight += 1
         try:
-            rpc = apply(call.body, timeout=remaining(call))
+            rpc = apply(call.body, timeout=remaining(call),
+                        metadata=((_wire.CALL_KEY, call.token),) if call.token else None)
             return Reply(await rpc, self._trailing)
         except grpc.aio.AioRpcError as exc:
             raise await self._failure(exc, proc) from None

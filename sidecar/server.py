@@ -34,11 +34,14 @@ def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> g
     """
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        target = ""
+        target = token = path = ""
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
-                break
+            elif key == _wire.CALL_KEY:
+                token = value
+            elif key == _wire.PATH_KEY:
+                path = value
         try:
             if own_target:
                 if target and target != own_target:
@@ -48,7 +51,8 @@ def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> g
                 raise error("INVALID_TARGET", f"no {_wire.TARGET_KEY} metadata: name the algorithm to call")
             left = context.time_remaining()
             budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
-            reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller))
+            reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
+                                     token=token, path=tuple(path.split(",")) if path else ()))
         except AlgomeshError as exc:
             await abort(context, exc)
             raise AssertionError("unreachable")  # abort raises

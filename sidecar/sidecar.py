@@ -24,6 +24,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from algomesh.registry.resolve import owner_of
 
+from .lineage import Contexts
 from .route import Directory, Router, follow_views, remote_locator
 from .runner import RunnerProcess
 from .runtimes import RunnerSpec
@@ -46,6 +47,7 @@ class SidecarConfig:
     concurrency: int = 1
     max_in_flight: int = 64
     max_payload: int = 10 * 1024 * 1024
+    max_depth: int = 32
     host: str = "127.0.0.1"
 
     @property
@@ -65,6 +67,7 @@ class SidecarConfig:
         p.add_argument("--concurrency", type=int, default=1)
         p.add_argument("--max-in-flight", type=int, default=64)
         p.add_argument("--max-payload", type=int, default=10 * 1024 * 1024, help="bytes")
+        p.add_argument("--max-depth", type=int, default=32, help="algorithms in one pipeline")
         p.add_argument("--host", default="127.0.0.1")
         a = p.parse_args(argv)
         return cls(**{k: v for k, v in vars(a).items()})
@@ -84,16 +87,20 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     )
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
     directory = Directory(remote_locator(registry_channel, requester=owner), requester=owner)
-    router = Router(directory, caller=f"{cfg.algorithm}@{cfg.version}")
+    identity = f"{cfg.algorithm}@{cfg.version}"
+    router = Router(directory, caller=identity)
+    contexts = Contexts()  # the calls running in this instance, shared by both surfaces
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
-        runner, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight), own_target=me),))
+        runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight),
+        own_target=me),))
     port = inbound.add_insecure_port(f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
-    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(router, max_payload=cfg.max_payload)),))
+    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
+        router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth)),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()

@@ -22,8 +22,10 @@ from typing import Any, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
+from algomesh._context import CALL_TOKEN
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import decode, encode
+from algomesh._wire import CALL_KEY
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
 
@@ -146,12 +148,16 @@ class RunnerServicer:
             except DecodeError:
                 raise error("INVALID_INPUT", "the request body is not an algomesh.v1.CallRequest") from None
             value = decode(request.input)
+            token = ""
+            for key, val in context.invocation_metadata() or ():
+                if key == CALL_KEY:
+                    token = val
             t0 = time.perf_counter()
             if self.algorithm.is_async:
-                out, printed = await self._apply_async(value, request.capture_stdout)
+                out, printed = await self._apply_async(value, request.capture_stdout, token)
             else:
                 out, printed = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self._apply_sync, value, request.capture_stdout)
+                    self.pool, self._apply_sync, value, request.capture_stdout, token)
             duration = time.perf_counter() - t0
             try:
                 payload = encode(out)
@@ -165,15 +171,20 @@ class RunnerServicer:
     def _args(self, value: Any) -> tuple:
         return (value, self.algorithm.state) if self.algorithm.takes_state else (value,)
 
-    def _apply_sync(self, value: Any, capture: bool) -> tuple[Any, str]:
-        with self.stdout.capture(capture) as buf:
-            try:
-                out = self.algorithm.apply(*self._args(value))
-            except Exception as exc:
-                raise _algorithm_error(exc, buf) from None
-        return out, buf.getvalue() if buf is not None else ""
+    def _apply_sync(self, value: Any, capture: bool, token: str) -> tuple[Any, str]:
+        marker = CALL_TOKEN.set(token)  # pipes made by this call carry its token
+        try:
+            with self.stdout.capture(capture) as buf:
+                try:
+                    out = self.algorithm.apply(*self._args(value))
+                except Exception as exc:
+                    raise _algorithm_error(exc, buf) from None
+            return out, buf.getvalue() if buf is not None else ""
+        finally:
+            CALL_TOKEN.reset(marker)
 
-    async def _apply_async(self, value: Any, capture: bool) -> tuple[Any, str]:
+    async def _apply_async(self, value: Any, capture: bool, token: str) -> tuple[Any, str]:
+        CALL_TOKEN.set(token)  # this task's own context
         with self.stdout.capture(capture) as buf:
             try:
                 out = await self.algorithm.apply(*self._args(value))
@@ -183,6 +194,12 @@ class RunnerServicer:
 
 
 def _algorithm_error(exc: Exception, buf: io.StringIO | None) -> AlgomeshError:
+    if isinstance(exc, AlgomeshError) and exc.reason != "INTERNAL":
+        # A typed error from one of its own pipes that the algorithm let through: it keeps
+        # its reason (CALL_CYCLE, VERSION_NOT_FOUND, the failing stage's ALGORITHM_ERROR...).
+        if not exc.stacktrace:
+            exc.stacktrace = _user_traceback(exc)
+        return exc
     extra = {"stdout": buf.getvalue()} if buf is not None and buf.getvalue() else {}
     return error("ALGORITHM_ERROR", str(exc) or type(exc).__name__, stacktrace=_user_traceback(exc),
                  error_type=type(exc).__name__, **extra)
