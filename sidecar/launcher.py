@@ -127,7 +127,9 @@ class LocalLauncher:
                "--registry", self.registry_address, "--socket-dir", str(self.socket_dir),
                "--concurrency", str(max(1, m.scaling.concurrency)),
                "--max-in-flight", str(max(m.scaling.max_in_flight, m.scaling.concurrency, 1)),
-               "--max-payload", str(self.max_payload)]
+               "--max-payload", str(self.max_payload),
+               "--callability", m.permissions.callability or "public",
+               *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob))]
         t0 = time.monotonic()
         with open(log_path, "ab") as logfile:
             proc = Child.start(

@@ -75,6 +75,12 @@ class Table:
         self._ejected.clear()  # the registry's word is newer than our own observations
         self.revision = view.revision
 
+    def manifest(self, name: str, version: str) -> registry_pb2.Manifest | None:
+        for info in self.versions.get(name, ()):
+            if info.manifest.version == version:
+                return info.manifest
+        return None
+
     def eject(self, address: str) -> None:
         """Stop using an instance that failed us until the next view says otherwise."""
         self._ejected.add(address)

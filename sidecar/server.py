@@ -33,8 +33,11 @@ def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> g
     ``caller``: the identity this surface vouches for (a sidecar's outbound socket).
     """
 
+    vouched = caller
+
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         target = token = path = ""
+        caller = vouched  # an outbound surface vouches; an inbound one reads the caller's sidecar
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
@@ -42,6 +45,8 @@ def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> g
                 token = value
             elif key == _wire.PATH_KEY:
                 path = value
+            elif key == _wire.CALLER_KEY and not vouched:
+                caller = value
         try:
             if own_target:
                 if target and target != own_target:

@@ -25,6 +25,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from algomesh.registry.resolve import owner_of
 
 from .lineage import Contexts
+from .permit import may_answer, may_pipe
 from .route import Directory, Router, follow_views, remote_locator
 from .runner import RunnerProcess
 from .runtimes import RunnerSpec
@@ -48,6 +49,8 @@ class SidecarConfig:
     max_in_flight: int = 64
     max_payload: int = 10 * 1024 * 1024
     max_depth: int = 32
+    can_call: tuple[str, ...] = ()
+    callability: str = "public"
     host: str = "127.0.0.1"
 
     @property
@@ -68,9 +71,11 @@ class SidecarConfig:
         p.add_argument("--max-in-flight", type=int, default=64)
         p.add_argument("--max-payload", type=int, default=10 * 1024 * 1024, help="bytes")
         p.add_argument("--max-depth", type=int, default=32, help="algorithms in one pipeline")
+        p.add_argument("--can-call", action="append", default=[], help="a glob it may pipe to (repeatable)")
+        p.add_argument("--callability", choices=("public", "private"), default="public")
         p.add_argument("--host", default="127.0.0.1")
         a = p.parse_args(argv)
-        return cls(**{k: v for k, v in vars(a).items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
 
 
 async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
@@ -93,14 +98,15 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
-        runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight),
-        own_target=me),))
+        runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
+        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest)), own_target=me),))
     port = inbound.add_insecure_port(f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
-        router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth)),))
+        router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth,
+        permit=may_pipe(cfg.algorithm, cfg.can_call))),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()

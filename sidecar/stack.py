@@ -4,9 +4,9 @@ A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshEr
 A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
 first listed is the outermost, and each stack below reads top-down in one place:
 
-    inbound   rescue -> deadline -> payload_limit -> load_shed -> track -> runner
+    inbound   rescue -> deadline -> may_answer -> payload_limit -> load_shed -> track -> runner
               (other sidecars -> my algorithm)
-    outbound  rescue -> lineage -> deadline -> payload_limit -> route
+    outbound  rescue -> may_pipe -> lineage -> deadline -> payload_limit -> route
               (my algorithm's pipes -> the mesh)
     ingress   rescue -> deadline -> payload_limit -> route
               (clients -> the mesh)
@@ -48,23 +48,25 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
     return handler
 
 
-def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int) -> Handler:
+def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int,
+                  permit: Layer) -> Handler:
     from .deadline import deadline
     from .limits import load_shed, payload_limit
     from .lineage import track
     from .rescue import rescue
 
-    return build([rescue, deadline, payload_limit(max_payload), load_shed(max_in_flight),
+    return build([rescue, deadline, permit, payload_limit(max_payload), load_shed(max_in_flight),
                   track(contexts, me)], runner)
 
 
-def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_depth: int) -> Handler:
+def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_depth: int,
+                   permit: Layer) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .lineage import lineage
     from .rescue import rescue
 
-    return build([rescue, lineage(contexts, me, max_depth), deadline, payload_limit(max_payload)], route)
+    return build([rescue, permit, lineage(contexts, me, max_depth), deadline, payload_limit(max_payload)], route)
 
 
 def ingress_stack(route: Handler, *, max_payload: int) -> Handler:

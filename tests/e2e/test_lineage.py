@@ -30,13 +30,17 @@ def apply(x):
 @pytest.fixture(scope="module", autouse=True)
 def published(mesh, tmp_path_factory):
     d = tmp_path_factory.mktemp("lineage")
-    mesh.publish(write_algorithm(d / "ping", "ln/ping", "1.0.0", PIPE_TO.format(to="ln/pong")))
-    mesh.publish(write_algorithm(d / "pong", "ln/pong", "1.0.0", PIPE_TO.format(to="ln/ping")))
+    mesh.publish(write_algorithm(d / "ping", "ln/ping", "1.0.0", PIPE_TO.format(to="ln/pong"),
+                                 extra_toml='[permissions]\ncan_call = ["ln/pong"]\n'))
+    mesh.publish(write_algorithm(d / "pong", "ln/pong", "1.0.0", PIPE_TO.format(to="ln/ping"),
+                                 extra_toml='[permissions]\ncan_call = ["ln/ping"]\n'))
     # recursion holds one slot per level in the same instance: give it enough
     mesh.publish(write_algorithm(d / "countdown", "ln/countdown", "1.0.0", COUNTDOWN,
-                                 extra_toml="[scaling]\nconcurrency = 40\nmax_in_flight = 64\n"))
+                                 extra_toml='[permissions]\ncan_call = ["ln/countdown"]\n'
+                                            "[scaling]\nconcurrency = 40\nmax_in_flight = 64\n"))
     mesh.publish(write_algorithm(d / "slow", "ln/slow", "1.0.0", "import time\ndef apply(x):\n    time.sleep(20)\n"))
-    mesh.publish(write_algorithm(d / "catcher", "ln/catcher", "1.0.0", CATCHER))
+    mesh.publish(write_algorithm(d / "catcher", "ln/catcher", "1.0.0", CATCHER,
+                                 extra_toml='[permissions]\ncan_call = ["ln/slow"]\n'))
 
 
 def test_a_cycle_is_refused_with_its_path(client):

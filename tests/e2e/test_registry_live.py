@@ -141,8 +141,9 @@ def test_private_versions_resolve_only_for_their_owner(mesh, client, tmp_path):
         c.publish(write_algorithm(tmp_path / "p2", "priv/model", "1.1.0", VERSIONED.format(v="1.1.0")), private=True)
     # the same owner's algorithm sees the private version; another owner's does not
     caller = "import algomesh\ndef apply(x):\n    return algomesh.client().algo('priv/model/1.*').pipe(x).result['version']\n"
-    mesh.publish(write_algorithm(tmp_path / "mine", "priv/caller", "1.0.0", caller))
-    mesh.publish(write_algorithm(tmp_path / "theirs", "other/caller", "1.0.0", caller))
+    may = '[permissions]\ncan_call = ["priv/model"]\n'
+    mesh.publish(write_algorithm(tmp_path / "mine", "priv/caller", "1.0.0", caller, extra_toml=may))
+    mesh.publish(write_algorithm(tmp_path / "theirs", "other/caller", "1.0.0", caller, extra_toml=may))
     assert client.algo("priv/caller").pipe("x").result == "1.1.0"
     assert client.algo("other/caller").pipe("x").result == "1.0.0"
     assert client.algo("priv/model").pipe("x").result["version"] == "1.0.0"  # no key, no owner yet

@@ -1,0 +1,70 @@
+"""Algorithm permissions from the manifest, enforced on the way out and again on the way in."""
+import grpc
+import pytest
+
+import algomesh
+from algomesh._errors import from_rpc_error
+from algomesh.v1 import payload_pb2
+from tests.conftest import write_algorithm
+
+PIPE = "import algomesh\ndef apply(x):\n    return algomesh.client().algo(x).pipe('hi').result\n"
+ECHO = "def apply(x):\n    return x\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def published(mesh, tmp_path_factory):
+    d = tmp_path_factory.mktemp("perm")
+    mesh.publish(write_algorithm(d / "target", "perm/target", "1.0.0", ECHO))
+    mesh.publish(write_algorithm(d / "other", "perm/other", "1.0.0", ECHO))
+    mesh.publish(write_algorithm(d / "secret", "perm/secret", "1.0.0", ECHO,
+                                 extra_toml='[permissions]\ncallability = "private"\n'))
+    mesh.publish(write_algorithm(d / "none", "perm/none", "1.0.0", PIPE))                    # may call nothing
+    mesh.publish(write_algorithm(d / "one", "perm/one", "1.0.0", PIPE,
+                                 extra_toml='[permissions]\ncan_call = ["perm/target"]\n'))
+    mesh.publish(write_algorithm(d / "glob", "perm/glob", "1.0.0", PIPE,
+                                 extra_toml='[permissions]\ncan_call = ["perm/*"]\n'))
+    mesh.publish(write_algorithm(d / "stranger", "else/stranger", "1.0.0", PIPE,
+                                 extra_toml='[permissions]\ncan_call = ["*"]\n'))
+
+
+def _denied(fn) -> algomesh.AlgomeshError:
+    with pytest.raises(algomesh.PermissionError_) as e:
+        fn()
+    assert e.value.reason == "PERMISSION_DENIED"
+    return e.value
+
+
+def test_nothing_may_be_called_by_default(client):
+    e = _denied(lambda: client.algo("perm/none").pipe("perm/target").result)
+    assert "perm/none may not pipe to perm/target" in e.message and e.metadata["permission"] == "can_call:perm/target"
+
+
+def test_can_call_names_and_globs(client):
+    assert client.algo("perm/one").pipe("perm/target").result == "hi"
+    _denied(lambda: client.algo("perm/one").pipe("perm/other").result)
+    assert client.algo("perm/glob").pipe("perm/other").result == "hi"
+
+
+def test_a_private_algorithm_answers_only_its_owners_algorithms(client):
+    assert client.algo("perm/glob").pipe("perm/secret").result == "hi"        # same owner
+    e = _denied(lambda: client.algo("else/stranger").pipe("perm/secret").result)
+    assert "private to perm" in e.message
+    _denied(lambda: client.algo("perm/secret").pipe("hi").result)             # a client, no owner key yet
+
+
+def test_the_callee_checks_again_whatever_the_caller_claims(mesh, client):
+    client.algo("perm/target").pipe("warm").result
+    [instance] = client.instances("perm/target")
+    request = payload_pb2.CallRequest(input=payload_pb2.Payload(content_type=payload_pb2.CONTENT_TYPE_TEXT,
+                                                                data=b"hi")).SerializeToString()
+    with grpc.insecure_channel(instance.address) as ch:
+        call = ch.unary_unary("/algomesh.v1.Mesh/Call")
+        # skipping the caller's sidecar and claiming to be an algorithm that may not call it
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, metadata=(("algomesh-target", "perm/target/1.0.0"),
+                                    ("algomesh-caller", "perm/none@1.0.0")), timeout=10)
+        assert from_rpc_error(e.value).reason == "PERMISSION_DENIED"
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, metadata=(("algomesh-target", "perm/target/1.0.0"),
+                                    ("algomesh-caller", "ghost/unknown@9.9.9")), timeout=10)
+        assert from_rpc_error(e.value).reason == "PERMISSION_DENIED"
