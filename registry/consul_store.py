@@ -121,14 +121,10 @@ class ConsulStore:
         self.set_instance_state(instance.id, PASSING)
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
-        check = f"service:{instance_id}"
         fn = {PASSING: self._c.agent.check.ttl_pass, WARNING: self._c.agent.check.ttl_warn,
               CRITICAL: self._c.agent.check.ttl_fail}[state]
-        try:
-            self._call(fn, check)
-        except Exception as exc:  # the instance was deregistered meanwhile
-            if "404" not in str(exc) and "not found" not in str(exc).lower():
-                raise
+        # False (404) when the instance was deregistered meanwhile: nothing left to update.
+        self._call(fn, f"service:{instance_id}")
 
     def deregister_instance(self, instance_id: str) -> None:
         self._call(self._c.agent.service.deregister, instance_id)

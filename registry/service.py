@@ -145,13 +145,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         found = await asyncio.to_thread(self.registry.store.instances, request.algorithm)
         return registry_pb2.ListInstancesResponse(instances=found)
 
-    @rescued
-    async def Locate(self, request, context):
+    async def locate(self, target: str, requester: str = "") -> registry_pb2.LocateResponse:
+        """Resolve ``target`` and return ready instances of it, cold-starting one if needed
+        (the ingress calls this in-process; sidecars through the Locate RPC)."""
         if self.locator is None:
             raise error("LAUNCH_FAILED", "this registry has no launcher")
-        info = await self.registry.resolve(request.target, request.requester)
+        info = await self.registry.resolve(target, requester)
         instances, cold = await self.locator(info)
         return registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold)
+
+    @rescued
+    async def Locate(self, request, context):
+        return await self.locate(request.target, request.requester)
 
     @rescued
     async def Scale(self, request, context):

@@ -36,6 +36,7 @@ class RegistryView:
         self._moved = asyncio.Event()
         self._stopped = threading.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._snapshot: registry_pb2.View | None = None
 
     # lifecycle --------------------------------------------------------------------
 
@@ -130,6 +131,9 @@ class RegistryView:
             return False
 
     def snapshot(self) -> registry_pb2.View:
-        return registry_pb2.View(revision=self.revision, versions=self.versions,
-                                 instances=[i for i in self.instances if i.state == PASSING],
-                                 stale=self.stale or "")
+        """The view as sent to subscribers; built once per revision, shared by all of them."""
+        if self._snapshot is None or self._snapshot.revision != self.revision:
+            self._snapshot = registry_pb2.View(revision=self.revision, versions=self.versions,
+                                               instances=[i for i in self.instances if i.state == PASSING],
+                                               stale=self.stale or "")
+        return self._snapshot

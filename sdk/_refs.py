@@ -1,6 +1,7 @@
 """Algorithm references: ``owner/name`` or ``owner/name/VERSION``."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -32,6 +33,12 @@ def parse_target(ref: str) -> Target:
     """Split ``owner/name[/version]``. The version's form is checked by the registry."""
     if not isinstance(ref, str) or not ref:
         raise error("INVALID_TARGET", f"{ref!r} is not an algorithm reference: use owner/name[/version]")
+    return _parse(ref)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(ref: str) -> Target:
+    # Memoized: the same few targets are parsed on every pipe (errors are not cached).
     parts = ref.strip().split("/")
     if len(parts) == 3:
         name, version = "/".join(parts[:2]), parts[2]

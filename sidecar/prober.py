@@ -13,6 +13,7 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from algomesh._errors import AlgomeshError
 from algomesh.registry.store import CRITICAL, PASSING, Store
 
 log = logging.getLogger("algomesh.prober")
@@ -42,7 +43,10 @@ class HealthProber:
         for inst, state in zip(instances, states):
             if state != inst.state:
                 log.warning("instance %s of %s %s is %s", inst.id, inst.algorithm, inst.version, state)
-            await asyncio.to_thread(self.store.set_instance_state, inst.id, state)
+            try:
+                await asyncio.to_thread(self.store.set_instance_state, inst.id, state)
+            except AlgomeshError as exc:  # one instance's write failing must not skip the others
+                log.debug("could not record %s for instance %s: %s", state, inst.id, exc)
         known = {i.address for i in instances}
         for address in [a for a in self._channels if a not in known]:
             await self._channels.pop(address)[0].close()

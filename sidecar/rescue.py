@@ -58,13 +58,8 @@ def rescued(method):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if _is_abort(exc):
+            if isinstance(exc, grpc.aio.AbortError):  # context.abort: already a status
                 raise
             await abort(context, as_typed(exc))
 
     return wrapper
-
-
-def _is_abort(exc: BaseException) -> bool:
-    # context.abort raises grpc.aio's internal AbortError; let it through untouched.
-    return type(exc).__name__ == "AbortError"
