@@ -86,10 +86,10 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                              socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
                              max_payload=cfg.max_payload)
 
+    servicer = RegistryServicer(registry, view, launcher.ensure, launcher.scale)
+
     async def locate(target: str) -> Location:
-        info = await registry.resolve(target)
-        instances, cold = await launcher.ensure(info)
-        return location_from(registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold))
+        return location_from(await servicer.locate(target))
 
     # The ingress routes from the control plane's own view, refreshed on every change.
     directory = Directory(locate)
@@ -97,9 +97,9 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     directory.table.apply(view.snapshot())
     router = Router(directory)
 
-    registry_pb2_grpc.add_RegistryServicer_to_server(
-        RegistryServicer(registry, view, launcher.ensure, launcher.scale), server)
-    server.add_generic_rpc_handlers((mesh_handler(ingress_stack(router, max_payload=cfg.max_payload)),))
+    registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
+    ingress = ingress_stack(router, max_payload=cfg.max_payload)
+    server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))
     await server.start()
     await health.serving()
     await health.view(None)

@@ -25,30 +25,32 @@ SERVER_OPTIONS = (
 )
 
 
-def mesh_handler(stack: Handler, *, own_target: str = "", caller: str = "") -> grpc.GenericRpcHandler:
+def mesh_handler(stack: Handler, *, surface: str, own_target: str = "") -> grpc.GenericRpcHandler:
     """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
 
-    ``own_target``: a sidecar's inbound surface serves only its algorithm; a target
+    ``surface`` says who is on the other end, and so which headers are believed:
+    ``ingress`` (clients: only the target), ``outbound`` (this sidecar's own runner: the
+    target and its call token), ``inbound`` (other sidecars: the calling sidecar's path
+    and identity). ``own_target``: an inbound surface serves only its algorithm; a target
     naming another one means the caller's view is stale (INSTANCE_UNAVAILABLE).
-    ``caller``: the identity this surface vouches for (a sidecar's outbound socket).
     """
-
-    vouched = caller
+    if surface not in ("ingress", "outbound", "inbound"):
+        raise ValueError(f"unknown surface {surface!r}")
+    inbound, outbound = surface == "inbound", surface == "outbound"
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        target = token = path = ""
-        caller = vouched  # an outbound surface vouches; an inbound one reads the caller's sidecar
+        target = token = path = caller = ""
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
-            elif key == _wire.CALL_KEY:
+            elif key == _wire.CALL_KEY and outbound:
                 token = value
-            elif key == _wire.PATH_KEY:
+            elif key == _wire.PATH_KEY and inbound:
                 path = value
-            elif key == _wire.CALLER_KEY and not vouched:
+            elif key == _wire.CALLER_KEY and inbound:
                 caller = value
         try:
-            if own_target:
+            if inbound:
                 if target and target != own_target:
                     raise error("INSTANCE_UNAVAILABLE", f"this instance serves {own_target}, not {target}")
                 target = ""

@@ -99,14 +99,15 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
-        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest)), own_target=me),))
+        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest)),
+        surface="inbound", own_target=me),))
     port = inbound.add_insecure_port(f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
         router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth,
-        permit=may_pipe(cfg.algorithm, cfg.can_call))),))
+        permit=may_pipe(cfg.algorithm, cfg.can_call)), surface="outbound"),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()

@@ -68,3 +68,20 @@ def test_the_callee_checks_again_whatever_the_caller_claims(mesh, client):
             call(request, metadata=(("algomesh-target", "perm/target/1.0.0"),
                                     ("algomesh-caller", "ghost/unknown@9.9.9")), timeout=10)
         assert from_rpc_error(e.value).reason == "PERMISSION_DENIED"
+
+
+def test_a_client_cannot_inject_pipeline_facts_at_the_ingress(mesh, client):
+    # Path, caller and call token are facts sidecars vouch for to each other; a client that
+    # sends them to the ingress is ignored. (Had the fake path been believed, perm/one's
+    # pipe to perm/target would be refused as a cycle, and the claimed caller checked.)
+    request = payload_pb2.CallRequest(input=payload_pb2.Payload(content_type=payload_pb2.CONTENT_TYPE_TEXT,
+                                                                data=b"perm/target")).SerializeToString()
+    reply_body = None
+    with grpc.insecure_channel(mesh.address) as ch:
+        reply_body = ch.unary_unary("/algomesh.v1.Mesh/Call")(
+            request, timeout=30, metadata=(("algomesh-target", "perm/one"),
+                                           ("algomesh-path", "perm/target@1.0.0,perm/none@1.0.0"),
+                                           ("algomesh-caller", "perm/none@1.0.0"),
+                                           ("algomesh-call", "forged-token")))
+    out = payload_pb2.CallResponse.FromString(reply_body)
+    assert out.output.data == b"hi"
