@@ -310,8 +310,13 @@ def run(a: argparse.Namespace) -> int:
         addresses["proxy_proxy_echo"] = f"{HOST}:{p2.expect('port', 30)}"
         try:
             addresses["mesh"] = up.expect("algomesh up: listening on", 60)
+            key = up.expect("  admin key", 10)
+            # Every path sends the same metadata, the API key included (security stays on).
+            global METADATA
+            METADATA = (("algomesh-target", TARGET), ("authorization", f"Simple {key}"))
             pub = subprocess.run([sys.executable, "-m", "algomesh.cli", "--address", addresses["mesh"],
-                                  "publish", str(HERE / "noop")], capture_output=True, text=True, timeout=120)
+                                  "--api-key", key, "publish", str(HERE / "noop")],
+                                 capture_output=True, text=True, timeout=120)
             if pub.returncode != 0:
                 raise RuntimeError(f"publish failed: {pub.stderr.strip() or pub.stdout.strip()}")
             print(f"hop: {pub.stdout.strip()} (mesh at {addresses['mesh']})", file=sys.stderr)

@@ -4,6 +4,9 @@
                                               published_at, private); written once, with
                                               CAS index 0 (create-only), so two racing
                                               publishers of one version have one winner
+    KV   PREFIX/keys/ID                       an ApiKey as JSON (a salted hash, never the
+                                              secret); created with CAS index 0, deleted on
+                                              revocation
     catalog  service PREFIX (default "algomesh"), one entry per instance: ID = instance id, Address/Port =
              its sidecar, Tags ["algorithm=OWNER/NAME", "version=VERSION"], Meta with the
              same, and a TTL check "service:ID" the control plane's prober passes or fails
@@ -159,6 +162,27 @@ class ConsulStore:
             if svc.get("Service") == self.service and (svc.get("Meta") or {}).get("host") == socket.gethostname():
                 self.deregister_instance(sid)
 
+    # API keys ---------------------------------------------------------------------
+
+    def add_key(self, key: registry_pb2.ApiKey) -> None:
+        if not self._call(self._c.kv.put, f"{self.prefix}/keys/{key.id}",
+                          json_format.MessageToJson(key, indent=None, sort_keys=True), cas=0):
+            raise error("INTERNAL", f"an API key with id {key.id} exists already")
+
+    def remove_key(self, key_id: str) -> bool:
+        key = f"{self.prefix}/keys/{key_id}"
+        _, entry = self._call(self._c.kv.get, key)
+        if entry is None:
+            return False
+        self._call(self._c.kv.delete, key)
+        return True
+
+    def keys(self) -> list[registry_pb2.ApiKey]:
+        _, entries = self._call(self._c.kv.get, f"{self.prefix}/keys/", recurse=True)
+        entries = sorted(entries or [], key=lambda e: e["CreateIndex"])
+        return [json_format.Parse(e["Value"], registry_pb2.ApiKey(), ignore_unknown_fields=True)
+                for e in entries if e.get("Value")]
+
     # change feeds: Consul blocking queries ------------------------------------------
 
     @staticmethod
@@ -178,6 +202,11 @@ class ConsulStore:
 
     def wait_instances(self, index: int, timeout: float) -> int:
         new, _ = self._entries(index=index or None, wait=_duration(timeout))
+        return self._next_index(index, new)
+
+    def wait_keys(self, index: int, timeout: float) -> int:
+        new, _ = self._call(self._c.kv.get, f"{self.prefix}/keys/", recurse=True,
+                            index=index or None, wait=_duration(timeout))
         return self._next_index(index, new)
 
     def close(self) -> None:

@@ -3,6 +3,16 @@
 Store calls are synchronous (SQLite, Consul's HTTP API); the service runs them in
 worker threads so the event loop keeps serving. ``Locate`` delegates the "give me a
 ready instance" half to a locator supplied by the control plane (its launcher).
+
+Every RPC starts by asking ``identify(context)`` who is calling (a ``Principal``: an API
+key's on the public port, a sidecar's proven identity on the mesh port) and answers only
+what that principal may see or do:
+
+    Publish                 the algorithm's owner, or an admin
+    Resolve, List*, Locate  what the key may call (its globs), private versions to their owner
+    Scale                   the algorithm's owner, or an admin
+    CreateKey               an admin;  ListKeys, RevokeKey: the key's owner, or an admin
+    RegisterInstance, DeregisterInstance, Watch    the mesh (sidecars), or an admin
 """
 from __future__ import annotations
 
@@ -13,14 +23,18 @@ from typing import Awaitable, Callable
 
 from algomesh._errors import AlgomeshError, NotFoundError, error
 from algomesh._refs import check_name, parse_target
-from algomesh.sidecar.rescue import rescued
+from algomesh.sidecar.rescue import abort, rescued
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .artifacts import ArtifactStore, tree_digest
+from .keys import Principal, new_key, public
 from .manifest import read_manifest
-from .resolve import resolve, resolve_in
+from .resolve import owner_of, resolve, resolve_in, visible
 from .store import Store
 from .view import RegistryView
+
+# Who is calling: reads the request's credentials, raises UNAUTHENTICATED.
+Identify = Callable[[object], Principal]
 
 # (version) -> (ready instances, was this a cold start)
 Locator = Callable[[registry_pb2.VersionInfo], Awaitable[tuple[list[registry_pb2.Instance], bool]]]
@@ -52,8 +66,10 @@ class Registry:
         for listener in self._listeners:
             listener("deregister", registry_pb2.Instance(id=instance_id))
 
-    async def publish(self, archive: bytes, private: bool = False) -> tuple[registry_pb2.VersionInfo, bool]:
-        info, created = await asyncio.to_thread(self._publish, archive, private)
+    async def publish(self, archive: bytes, private: bool = False,
+                      authorize: Callable[[str], None] = lambda _name: None) -> tuple[registry_pb2.VersionInfo, bool]:
+        """``authorize(name)`` may refuse once the manifest says which algorithm this is."""
+        info, created = await asyncio.to_thread(self._publish, archive, private, authorize)
         if self.view is not None:
             # Read your writes: once publish returns, calls through this control plane see it.
             m = info.manifest
@@ -61,10 +77,12 @@ class Registry:
                                               for v in self.view.versions), timeout=5.0)
         return info, created
 
-    def _publish(self, archive: bytes, private: bool) -> tuple[registry_pb2.VersionInfo, bool]:
+    def _publish(self, archive: bytes, private: bool,
+                 authorize: Callable[[str], None]) -> tuple[registry_pb2.VersionInfo, bool]:
         staging = self.artifacts.stage(archive)
         try:
             manifest = read_manifest(staging)
+            authorize(manifest.name)
             if not (staging / manifest.entrypoint).exists():
                 raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder")
             digest = tree_digest(staging)
@@ -92,13 +110,17 @@ class Registry:
                 pass  # published a moment ago, or truly unknown: the store decides
         return await asyncio.to_thread(resolve, self.store, target, requester)
 
-    async def algorithms(self) -> list[registry_pb2.AlgorithmSummary]:
+    async def algorithms(self, who: Principal) -> list[registry_pb2.AlgorithmSummary]:
         def run() -> list[registry_pb2.AlgorithmSummary]:
             out = []
             for name in self.store.algorithms():
-                infos = self.store.versions(name)
+                if not who.may_call(name):
+                    continue
+                infos = [i for i in self.store.versions(name) if who.admin or visible(i, who.owner)]
+                if not infos:
+                    continue
                 try:
-                    latest = resolve(self.store, name).manifest
+                    latest = resolve_in(name, infos, owner_of(name)).manifest  # infos: visible ones
                 except AlgomeshError:  # only pre-releases
                     latest = infos[-1].manifest
                 out.append(registry_pb2.AlgorithmSummary(
@@ -107,42 +129,78 @@ class Registry:
             return out
         return await asyncio.to_thread(run)
 
-    async def versions(self, name: str) -> list[registry_pb2.VersionInfo]:
+    async def versions(self, name: str, who: Principal) -> list[registry_pb2.VersionInfo]:
         check_name(name)
-        infos = await asyncio.to_thread(self.store.versions, name)
+        who.check_call(name)
+        infos = [i for i in await asyncio.to_thread(self.store.versions, name) if who.admin or visible(i, who.owner)]
         if not infos:
             raise error("ALGORITHM_NOT_FOUND", f"no algorithm named {name}", algorithm=name)
         return list(reversed(infos))
 
+    # API keys -----------------------------------------------------------------------
+
+    async def create_key(self, owner: str, **scopes) -> tuple[str, registry_pb2.ApiKey]:
+        secret, record = new_key(owner, **scopes)
+        await asyncio.to_thread(self.store.add_key, record)
+        if self.view is not None:  # read your writes: the key works once this returns
+            await self.view.until_keys(lambda keys: record.id in keys, timeout=5.0)
+        return secret, record
+
+    async def revoke_key(self, key_id: str) -> bool:
+        removed = await asyncio.to_thread(self.store.remove_key, key_id)
+        if removed and self.view is not None:  # refused from the moment this returns
+            await self.view.until_keys(lambda keys: key_id not in keys, timeout=5.0)
+        return removed
+
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, registry: Registry, view: RegistryView, locator: Locator | None = None,
+    """One per port: ``identify`` says who calls (API keys on the public port, mesh
+    identities on the mesh port)."""
+
+    def __init__(self, registry: Registry, view: RegistryView, identify: Identify, locator: Locator | None = None,
                  scaler: Scaler | None = None) -> None:
         self.registry = registry
         self.view = view
+        self.identify = identify
         self.locator = locator
         self.scaler = scaler
 
     @rescued
     async def Publish(self, request, context):
-        info, created = await self.registry.publish(request.archive, request.private)
+        who = self.identify(context)
+        info, created = await self.registry.publish(
+            request.archive, request.private, lambda name: who.check_owns(name, "publish"))
         return registry_pb2.PublishResponse(version=info, created=created)
+
+    @staticmethod
+    def _requester(who: Principal, asked: str) -> str:
+        """Whose private versions resolve: the principal's owner (an admin may ask for anyone's)."""
+        return asked if who.admin and asked else who.owner
 
     @rescued
     async def Resolve(self, request, context):
-        return registry_pb2.ResolveResponse(version=await self.registry.resolve(request.target, request.requester))
+        who = self.identify(context)
+        who.check_call(parse_target(request.target).name)
+        return registry_pb2.ResolveResponse(
+            version=await self.registry.resolve(request.target, self._requester(who, request.requester)))
 
     @rescued
     async def ListAlgorithms(self, request, context):
-        return registry_pb2.ListAlgorithmsResponse(algorithms=await self.registry.algorithms())
+        return registry_pb2.ListAlgorithmsResponse(algorithms=await self.registry.algorithms(self.identify(context)))
 
     @rescued
     async def ListVersions(self, request, context):
-        return registry_pb2.ListVersionsResponse(versions=await self.registry.versions(request.name))
+        return registry_pb2.ListVersionsResponse(
+            versions=await self.registry.versions(request.name, self.identify(context)))
 
     @rescued
     async def ListInstances(self, request, context):
+        who = self.identify(context)
         found = await asyncio.to_thread(self.registry.store.instances, request.algorithm)
+        if not who.admin:
+            seen = {(i.manifest.name, i.manifest.version) for i in self.view.versions
+                    if who.may_call(i.manifest.name) and visible(i, who.owner)}
+            found = [i for i in found if (i.algorithm, i.version) in seen]
         return registry_pb2.ListInstancesResponse(instances=found)
 
     async def locate(self, target: str, requester: str = "") -> registry_pb2.LocateResponse:
@@ -156,29 +214,80 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     @rescued
     async def Locate(self, request, context):
-        return await self.locate(request.target, request.requester)
+        who = self.identify(context)
+        who.check_call(parse_target(request.target).name)
+        return await self.locate(request.target, self._requester(who, request.requester))
 
     @rescued
     async def Scale(self, request, context):
+        who = self.identify(context)
         if self.scaler is None:
             raise error("LAUNCH_FAILED", "this registry has no launcher")
-        info = await self.registry.resolve(request.target)
+        who.check_owns(parse_target(request.target).name, "scale")
+        info = await self.registry.resolve(request.target, who.owner)
         instances = await self.scaler(info, request.instances)
         return registry_pb2.ScaleResponse(version=info, instances=instances)
 
     async def Watch(self, request, context):
+        try:
+            self._mesh_only(context, "watch the registry")
+        except AlgomeshError as exc:
+            await abort(context, exc)
         revision = -1
         while True:
             view = await self.view.next(after=revision)
             revision = view.revision
             yield view
 
+    def _mesh_only(self, context, action: str) -> Principal:
+        who = self.identify(context)
+        if not who.algorithm:
+            who.check_admin(action)
+        return who
+
     @rescued
     async def RegisterInstance(self, request, context):
-        await self.registry.register_instance(request.instance)
+        who = self._mesh_only(context, "register instances")
+        inst = request.instance
+        if who.algorithm and who.algorithm != f"{inst.algorithm}@{inst.version}":
+            raise error("PERMISSION_DENIED", f"{who.algorithm} may not register an instance of "
+                        f"{inst.algorithm}@{inst.version}", permission=f"mesh:{inst.algorithm}@{inst.version}")
+        await self.registry.register_instance(inst)
         return registry_pb2.RegisterInstanceResponse()
 
     @rescued
     async def DeregisterInstance(self, request, context):
+        who = self._mesh_only(context, "deregister instances")
+        if who.algorithm and not any(i.id == request.id and f"{i.algorithm}@{i.version}" == who.algorithm
+                                     for i in self.view.instances):
+            raise error("PERMISSION_DENIED", f"{who.algorithm} may deregister only its own instances",
+                        permission=f"mesh:{who.algorithm}")
         await self.registry.deregister_instance(request.id)
         return registry_pb2.DeregisterInstanceResponse()
+
+    # API keys -----------------------------------------------------------------------
+
+    @rescued
+    async def CreateKey(self, request, context):
+        self.identify(context).check_admin("create API keys")
+        secret, record = await self.registry.create_key(
+            request.owner, algorithms=tuple(request.algorithms), no_pipelines=request.no_pipelines,
+            data=request.data, admin=request.admin)
+        return registry_pb2.CreateKeyResponse(key=public(record), secret=secret)
+
+    @rescued
+    async def ListKeys(self, request, context):
+        who = self.identify(context)
+        owner = request.owner if who.admin else who.owner
+        return registry_pb2.ListKeysResponse(
+            keys=[public(k) for k in self.view.keys.values() if not owner or k.owner == owner])
+
+    @rescued
+    async def RevokeKey(self, request, context):
+        who = self.identify(context)
+        record = self.view.keys.get(request.id)
+        # another owner's key answers as unknown: ids are not for probing
+        if record is None or not (who.admin or record.owner == who.owner) \
+                or not await self.registry.revoke_key(request.id):
+            raise error("KEY_NOT_FOUND", f"no API key with id {request.id!r}")
+        return registry_pb2.RevokeKeyResponse()

@@ -38,11 +38,15 @@ CREATE TABLE IF NOT EXISTS instances (
     started_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_by_algorithm ON instances (name, version);
+CREATE TABLE IF NOT EXISTS keys (
+    id     TEXT PRIMARY KEY,
+    record TEXT NOT NULL          -- the ApiKey as JSON: salted hash, never the secret
+);
 CREATE TABLE IF NOT EXISTS generations (
-    feed  TEXT PRIMARY KEY,       -- versions | instances
+    feed  TEXT PRIMARY KEY,       -- versions | instances | keys
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO generations VALUES ('versions', 1), ('instances', 1);
+INSERT OR IGNORE INTO generations VALUES ('versions', 1), ('instances', 1), ('keys', 1);
 """
 _POLL = 0.2  # seconds between looks for writes made by other processes
 
@@ -64,19 +68,22 @@ class SqliteStore:
             if "private" not in columns:  # a registry.db from before private versions
                 self._db.execute("ALTER TABLE versions ADD COLUMN private INTEGER NOT NULL DEFAULT 0")
 
-    def _write(self, feed: str, sql: str, args: tuple) -> None:
-        """One statement and, if it changed a row, its feed's generation bump, atomically."""
+    def _write(self, feed: str, sql: str, args: tuple) -> int:
+        """One statement and, if it changed a row, its feed's generation bump, atomically.
+        Returns the number of rows changed."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                if db.execute(sql, args).rowcount:
+                changed = db.execute(sql, args).rowcount
+                if changed:
                     db.execute("UPDATE generations SET value = value + 1 WHERE feed = ?", (feed,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         self._notify()
+        return changed
 
     def _notify(self) -> None:
         with self._changed:
@@ -181,6 +188,20 @@ class SqliteStore:
     def clear_instances(self) -> None:
         self._write("instances", "DELETE FROM instances", ())
 
+    # API keys ---------------------------------------------------------------------
+
+    def add_key(self, key: registry_pb2.ApiKey) -> None:
+        self._write("keys", "INSERT INTO keys (id, record) VALUES (?, ?)",
+                    (key.id, json_format.MessageToJson(key, indent=None)))
+
+    def remove_key(self, key_id: str) -> bool:
+        return self._write("keys", "DELETE FROM keys WHERE id = ?", (key_id,)) > 0
+
+    def keys(self) -> list[registry_pb2.ApiKey]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM keys ORDER BY rowid").fetchall()
+        return [json_format.Parse(r[0], registry_pb2.ApiKey()) for r in rows]
+
     # change feeds -----------------------------------------------------------------
 
     def _generation(self, feed: str) -> int:
@@ -202,6 +223,9 @@ class SqliteStore:
 
     def wait_instances(self, index: int, timeout: float) -> int:
         return self._wait("instances", index, timeout)
+
+    def wait_keys(self, index: int, timeout: float) -> int:
+        return self._wait("keys", index, timeout)
 
     def close(self) -> None:
         with self._lock:

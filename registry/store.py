@@ -1,10 +1,10 @@
 """The store interface every registry backend implements, and the factory by name.
 
 Stores keep versions (immutable, keyed by owner/name and exact version) and instances
-(the running sidecars, each with a health state). Resolution of version ranges happens
+(the running sidecars, each with a health state), and API keys. Resolution of version ranges happens
 above the store (``algomesh.registry.resolve``), so every backend resolves alike.
 
-Both halves have a change feed shaped like Consul's blocking queries: ``wait_*(index,
+Each part has a change feed shaped like Consul's blocking queries: ``wait_*(index,
 timeout)`` returns the current index once it differs from ``index`` or the timeout
 passes. Indexes only mean something to the store that issued them; 0 asks for "now".
 Backends: ``sqlite:///path/registry.db`` (embedded default), ``consul://host:8500[/prefix]``.
@@ -52,10 +52,20 @@ class Store(Protocol):
     def clear_instances(self) -> None:
         """Forget the instances a previous run of this control plane left registered."""
 
+    # API keys (salted hashes only; see algomesh.registry.keys) ------------------------
+    def add_key(self, key: registry_pb2.ApiKey) -> None: ...
+
+    def remove_key(self, key_id: str) -> bool:
+        """True if the key existed."""
+
+    def keys(self) -> list[registry_pb2.ApiKey]: ...
+
     # change feeds --------------------------------------------------------------------
     def wait_versions(self, index: int, timeout: float) -> int: ...
 
     def wait_instances(self, index: int, timeout: float) -> int: ...
+
+    def wait_keys(self, index: int, timeout: float) -> int: ...
 
     def close(self) -> None: ...
 

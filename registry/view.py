@@ -1,6 +1,6 @@
 """The control plane's view of the store, kept fresh from the store's change feeds.
 
-One watcher thread per feed (versions, instances) loops on the store's blocking
+One watcher thread per feed (versions, instances, keys) loops on the store's blocking
 ``wait_*`` and refetches that half when its index moves, then hands it to the event
 loop. Consul's documented client rules apply: a rate limit between queries, and on an
 unreachable store a jittered, growing back-off while the last good view keeps serving
@@ -31,9 +31,11 @@ class RegistryView:
         self.revision = 0
         self.versions: list[registry_pb2.VersionInfo] = []
         self.instances: list[registry_pb2.Instance] = []
+        self.keys: dict[str, registry_pb2.ApiKey] = {}  # by id; never sent to subscribers
         self.stale: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._moved = asyncio.Event()
+        self._keys_moved = asyncio.Event()
         self._stopped = threading.Event()
         self._listeners: list[Callable[[], None]] = []
         self._snapshot: registry_pb2.View | None = None
@@ -44,9 +46,11 @@ class RegistryView:
         self._loop = asyncio.get_running_loop()
         self.versions = await asyncio.to_thread(self.store.all_versions)
         self.instances = await asyncio.to_thread(self.store.instances)
+        self._apply_keys(await asyncio.to_thread(self.store.keys))
         self.revision = 1
         feeds = (("versions", self.store.wait_versions, self.store.all_versions),
-                 ("instances", self.store.wait_instances, self.store.instances))
+                 ("instances", self.store.wait_instances, self.store.instances),
+                 ("keys", self.store.wait_keys, self.store.keys))
         for name, wait, fetch in feeds:
             threading.Thread(target=self._watch, args=(name, wait, fetch), daemon=True,
                              name=f"registry-watch-{name}").start()
@@ -93,11 +97,30 @@ class RegistryView:
     # on the event loop ----------------------------------------------------------------
 
     def _apply(self, feed: str, data: list) -> None:
+        if feed == "keys":  # read at call time; subscribers' views do not carry keys
+            self._apply_keys(data)
+            return
         if feed == "versions":
             self.versions = data
         else:
             self.instances = data
         self._bump()
+
+    def _apply_keys(self, data: list[registry_pb2.ApiKey]) -> None:
+        self.keys = {k.id: k for k in data}
+        self._keys_moved.set()
+        self._keys_moved = asyncio.Event()
+
+    async def until_keys(self, predicate: Callable[[dict[str, registry_pb2.ApiKey]], bool],
+                         timeout: float) -> bool:
+        """Wait (bounded) until ``predicate(keys)`` holds; say whether it did."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self.keys):
+                    await self._keys_moved.wait()
+            return True
+        except TimeoutError:
+            return False
 
     def _set_stale(self, reason: str | None) -> None:
         if reason and not self.stale:

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import grpc
 
@@ -211,8 +211,9 @@ class Client:
 
     def _registry(self, method: str, request: Any, timeout: float = 60.0) -> Any:
         stub = registry_pb2_grpc.RegistryStub(self._channel)
+        auth = ((_wire.AUTH_KEY, f"Simple {self.api_key}"),) if self.api_key else ()
         try:
-            return getattr(stub, method)(request, timeout=timeout)
+            return getattr(stub, method)(request, timeout=timeout, metadata=auth)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -236,6 +237,24 @@ class Client:
 
     def instances(self, name: str = "") -> list[registry_pb2.Instance]:
         return list(self._registry("ListInstances", registry_pb2.ListInstancesRequest(algorithm=name)).instances)
+
+    # API keys -----------------------------------------------------------------------
+
+    def create_key(self, owner: str, *, algorithms: Sequence[str] = (), pipelines: bool = True,
+                   data: str = "read", admin: bool = False) -> registry_pb2.CreateKeyResponse:
+        """A new API key for ``owner`` (needs an admin key). ``.secret`` is the key: it is
+        shown this once. ``algorithms``: globs it may call (default any); ``pipelines``:
+        may the algorithms it calls pipe onward; ``data``: none, read or write."""
+        return self._registry("CreateKey", registry_pb2.CreateKeyRequest(
+            owner=owner, algorithms=list(algorithms), no_pipelines=not pipelines, data=data, admin=admin))
+
+    def keys(self, owner: str = "") -> list[registry_pb2.ApiKey]:
+        """The keys this key may see (an admin's: every key, or ``owner``'s), without secrets."""
+        return list(self._registry("ListKeys", registry_pb2.ListKeysRequest(owner=owner)).keys)
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key by its id; calls with it are refused from when this returns."""
+        self._registry("RevokeKey", registry_pb2.RevokeKeyRequest(id=key_id))
 
     def close(self) -> None:
         self._channel.close()

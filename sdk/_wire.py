@@ -11,6 +11,8 @@ AUTH_KEY = "authorization"              # "Simple <api key>"; stripped by the in
 CALLER_KEY = "algomesh-caller"          # owner/name@version of the calling algorithm
 PATH_KEY = "algomesh-path"              # sidecar to sidecar: the pipeline so far, a@1,b@2
 CALL_KEY = "algomesh-call"              # sidecar -> runner -> the algorithm's pipes: its call's token
+KEY_OWNER_KEY = "algomesh-key-owner"    # ingress -> first stage: the owner of the client's API key
+NO_PIPELINES_KEY = "algomesh-no-pipelines"  # ingress -> first stage: "1" if the key forbids pipes
 # Response trailing metadata.
 ALGORITHM_KEY = "algomesh-algorithm"
 VERSION_KEY = "algomesh-version"

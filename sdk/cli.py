@@ -6,6 +6,8 @@
     algomesh ls                                     list algorithms
     algomesh versions owner/name                    list an algorithm's versions
     algomesh scale owner/name[/version] N           run N instances of it
+    algomesh keys create --owner OWNER [...]        make an API key (printed once)
+    algomesh keys list | keys revoke ID             see and revoke API keys
 
 Errors print one line (``error: REASON: message``) and exit 1.
 """
@@ -44,6 +46,27 @@ def _parser() -> argparse.ArgumentParser:
                     help="seconds between health probes of each instance (default 1)")
     up.add_argument("--max-payload-mb", type=float, default=10.0,
                     help="largest unary payload in MiB (default 10; at most 64, the transport's limit)")
+    up.add_argument("--insecure", action="store_true",
+                    help="DANGEROUS: no API keys and no mesh certificates; anyone who reaches the ports "
+                         "can call, publish and scale")
+    up.add_argument("--new-admin-key", action="store_true",
+                    help="create and print another admin key (when the first one is lost)")
+
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kc = ksub.add_parser("create", help="create an API key and print it (once)")
+    kc.add_argument("--owner", required=True, help="whose private algorithms it reaches; what it may publish")
+    kc.add_argument("--algorithms", nargs="+", default=[], metavar="GLOB",
+                    help="the algorithms it may call, as globs of owner/name (default: any)")
+    kc.add_argument("--no-pipelines", action="store_true",
+                    help="the algorithms it calls may not pipe to others")
+    kc.add_argument("--data", choices=("none", "read", "write"), default="read",
+                    help="data:// access (default read)")
+    kc.add_argument("--admin", action="store_true", help="may manage keys and every owner's algorithms")
+    kl = ksub.add_parser("list", help="list API keys (never their secrets)")
+    kl.add_argument("--owner", default="", help="only this owner's keys")
+    kr = ksub.add_parser("revoke", help="revoke an API key by its id")
+    kr.add_argument("id")
 
     pub = sub.add_parser("publish", help="publish the algorithm folder at PATH")
     pub.add_argument("path", type=Path)
@@ -112,7 +135,8 @@ def _up(a: argparse.Namespace) -> int:
     data_dir = a.data_dir or controlplane.default_data_dir()
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
                                            registry_url=a.registry, health_interval=a.health_interval,
-                                           max_payload=int(a.max_payload_mb * 2**20)))
+                                           max_payload=int(a.max_payload_mb * 2**20),
+                                           insecure=a.insecure, new_admin_key=a.new_admin_key))
     return 0
 
 
@@ -153,12 +177,41 @@ def _run(a: argparse.Namespace) -> int:
             print("no algorithms published yet: `algomesh publish PATH`")
         for s in algos:
             print(f"{s.name:32} {s.latest_version:12} {s.version_count:3} version(s)  {s.description}")
+    elif a.command == "keys":
+        _keys(client, a)
     elif a.command == "versions":
         for v in client.versions(a.name):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.published_at))
             print(f"{v.manifest.version:16} {'private' if v.private else 'public':8} {when}  "
                   f"sha256:{v.digest[:16]}")
     return 0
+
+
+def _keys(client: Client, a: argparse.Namespace) -> None:
+    if a.keys_command == "create":
+        resp = client.create_key(a.owner, algorithms=a.algorithms, pipelines=not a.no_pipelines,
+                                 data=a.data, admin=a.admin)
+        print(resp.secret)  # alone on stdout, so scripts can capture it
+        print(f"created key {resp.key.id} for {resp.key.owner} ({_scopes(resp.key)}); "
+              "it is shown only this once", file=sys.stderr)
+    elif a.keys_command == "list":
+        found = client.keys(a.owner)
+        if not found:
+            print("no keys")
+        for k in found:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at))
+            print(f"{k.id}  {k.owner:16} {when}  {_scopes(k)}")
+    elif a.keys_command == "revoke":
+        client.revoke_key(a.id)
+        print(f"revoked {a.id}")
+
+
+def _scopes(k) -> str:
+    parts = ["admin"] if k.admin else []
+    parts.append("algorithms " + (",".join(k.algorithms) if k.algorithms else "*"))
+    parts.append("no pipelines" if k.no_pipelines else "pipelines")
+    parts.append(f"data {k.data or 'read'}")
+    return ", ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

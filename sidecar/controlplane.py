@@ -1,8 +1,13 @@
 """``algomesh up``: the control plane in one process, on embedded defaults.
 
-One gRPC port serves the ingress (algomesh.v1.Mesh: a sidecar with no runner), the
-registry (algomesh.v1.Registry), health and reflection. A local launcher starts
-algorithm instances on their first call. SIGINT/SIGTERM stop everything.
+Two gRPC ports. The public one (``--port``, 7700) serves clients: the ingress
+(algomesh.v1.Mesh: a sidecar with no runner) and the registry (algomesh.v1.Registry),
+both behind API keys, plus health and reflection. The mesh port (ephemeral) serves the
+registry to sidecars, who prove who they are with mesh certificates. A local launcher
+starts algorithm instances on their first call. SIGINT/SIGTERM stop everything.
+
+On its first start (no keys in the store) it creates an admin key and prints it once.
+``--insecure`` turns keys and mesh certificates off, loudly.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from pathlib import Path
 from algomesh import _wire
 from algomesh._errors import AlgomeshError
 from algomesh.registry.artifacts import ArtifactStore
+from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key
 from algomesh.registry.service import Registry, RegistryServicer
 from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import resolve_in
@@ -28,6 +34,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from .launcher import LocalLauncher
 from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
+from .auth import authenticate
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import ingress_stack
 
@@ -49,6 +56,8 @@ class UpConfig:
     registry_url: str = ""        # default: sqlite in data_dir ($ALGOMESH_REGISTRY)
     health_interval: float = 1.0  # seconds between health probes of each instance
     max_payload: int = 10 * 1024 * 1024  # bytes in one unary call
+    insecure: bool = False        # no API keys, no mesh certificates
+    new_admin_key: bool = False   # print a new admin key even if keys exist
 
     @property
     def store_url(self) -> str:
@@ -78,18 +87,31 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         raise SystemExit(f"error: algomesh up: cannot listen on {cfg.host}:{cfg.port} "
                          "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
+    mesh_server, mesh_health = new_server([REGISTRY_SERVICE])
+    mesh_port = mesh_server.add_insecure_port(f"{cfg.host}:0")
+    mesh_address = f"{cfg.host}:{mesh_port}"
+
+    def identify_client(context) -> Principal:
+        if cfg.insecure:
+            return ANYONE
+        header = next((v for k, v in context.invocation_metadata() or () if k == _wire.AUTH_KEY), None)
+        return verify_key(header, view.keys)
+
+    def identify_sidecar(context) -> Principal:
+        return ANYONE
 
     def failing(instance_id: str) -> bool:
         return any(i.id == instance_id and i.state != PASSING for i in view.instances)
 
-    launcher = LocalLauncher(registry=registry, registry_address=address, artifacts=artifacts,
+    launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
                              socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
                              max_payload=cfg.max_payload)
 
-    servicer = RegistryServicer(registry, view, launcher.ensure, launcher.scale)
+    servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale)
+    mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale)
 
-    async def locate(target: str) -> Location:
-        return location_from(await servicer.locate(target))
+    async def locate(target: str, requester: str) -> Location:
+        return location_from(await servicer.locate(target, requester))
 
     # The ingress routes from the control plane's own view, refreshed on every change.
     directory = Directory(locate)
@@ -98,15 +120,35 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     router = Router(directory)
 
     registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
-    ingress = ingress_stack(router, max_payload=cfg.max_payload)
+    registry_pb2_grpc.add_RegistryServicer_to_server(mesh_servicer, mesh_server)
+    ingress = ingress_stack(router, max_payload=cfg.max_payload,
+                            authenticate=authenticate(None if cfg.insecure else lambda: view.keys))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))
     await server.start()
-    await health.serving()
-    await health.view(None)
+    await mesh_server.start()
+    for h in (health, mesh_health):
+        await h.serving()
+        await h.view(None)
     view.on_change(lambda: asyncio.ensure_future(health.view(view.stale)))
+    view.on_change(lambda: asyncio.ensure_future(mesh_health.view(view.stale)))
+    admin_key = None
+    if not cfg.insecure and (cfg.new_admin_key or not view.keys):
+        admin_key, _ = await registry.create_key("admin", admin=True, data="write")
     prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval).run())
     reservations = asyncio.ensure_future(_reserve(view, launcher))
     announce(f"algomesh up: listening on {address}")
+    announce(f"  mesh      {mesh_address} (sidecars)")
+    if cfg.insecure:
+        print(f"WARNING: --insecure: no API keys and no mesh certificates. Anyone who can reach "
+              f"{address} or {mesh_address} can call, publish, scale and impersonate algorithms.",
+              file=sys.stderr)
+        announce("  security  OFF (--insecure)")
+    elif admin_key:
+        announce(f"  admin key {admin_key}")
+        announce("            shown once: keep it (export ALGOMESH_API_KEY=...); "
+                 "`algomesh up --new-admin-key` makes another")
+    else:
+        announce("  security  API keys (the admin key was printed on the first start)")
     announce(f"  registry  {cfg.store_url}")
     announce(f"  data      {cfg.data_dir}")
     announce(f"  logs      {cfg.data_dir / 'logs'}")
@@ -119,8 +161,10 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     prober.cancel()
     reservations.cancel()
     await health.not_serving()
+    await mesh_health.not_serving()
     await launcher.stop_all()       # while the server still answers their deregistration
     await server.stop(grace=2)
+    await mesh_server.stop(grace=1)
     await router.close()
     view.stop()
     store.close()

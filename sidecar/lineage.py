@@ -8,7 +8,8 @@ and ends a little before its caller's deadline (10 % of what remains, at most 25
 kept back so the caller can answer): the deadline shrinks along the pipeline.
 A token is only a reference, so a runner can drop it but not forge a path.
 
-Refused, with the path named: a pipe deeper than ``max_depth`` algorithms
+A call made with an API key created ``--no-pipelines`` may not pipe at all
+(PERMISSION_DENIED, permission ``key:pipelines``). Refused, with the path named: a pipe deeper than ``max_depth`` algorithms
 (CALL_DEPTH_EXCEEDED), and a cycle through other algorithms, A -> B -> A (CALL_CYCLE). An
 algorithm calling itself directly (a splitter recursing on segments) is not a cycle; the
 depth limit bounds it.
@@ -32,6 +33,7 @@ MARGIN = 0.25  # seconds at most kept back from a caller's deadline for the call
 class Context:
     path: tuple[str, ...]   # owner/name@version of every algorithm so far, this one last
     deadline: float
+    pipelines: bool = True  # False: the client's API key forbids pipes (keys create --no-pipelines)
 
 
 class Contexts:
@@ -48,7 +50,8 @@ def track(contexts: Contexts, me: str) -> Layer:
     def layer(inner: Handler) -> Handler:
         async def handle(call: Call) -> Reply:
             token = secrets.token_hex(12)
-            contexts._by_token[token] = Context((*call.path, me), call.deadline)
+            contexts._by_token[token] = Context((*call.path, me), call.deadline,
+                                                call.principal is None or call.principal.pipelines)
             call.token = token
             try:
                 return await inner(call)
@@ -74,6 +77,10 @@ def lineage(contexts: Contexts, me: str, max_depth: int = DEFAULT_MAX_DEPTH) -> 
                 inherited = ctx.deadline - min(MARGIN, 0.1 * max(left, 0.0))
                 call.deadline = min(call.deadline, inherited)
             target = parse_target(call.target).name
+            if ctx is not None and not ctx.pipelines:
+                raise error("PERMISSION_DENIED", f"{me} may not pipe to {target}: the API key that called it "
+                            "does not allow pipelines (it was created with --no-pipelines)",
+                            permission="key:pipelines")
             if len(path) >= max_depth:
                 raise error("CALL_DEPTH_EXCEEDED", f"piping to {target} would make the pipeline "
                             f"{len(path) + 1} algorithms deep; the limit is {max_depth}: "

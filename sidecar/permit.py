@@ -3,9 +3,9 @@
 Out (the caller's sidecar): an algorithm may pipe only to the algorithms its manifest's
 ``permissions.can_call`` names (globs over owner/name; ``*`` for any; nothing by default).
 In (the callee's sidecar), again: the caller's manifest must allow this algorithm, and a
-``private`` algorithm answers only its owner's algorithms (and, once API keys exist, its
-owner's keys; until then no client reaches it). The caller's identity is what its sidecar
-says (``algomesh-caller``); mesh certificates will make it proven (issue 4, mTLS).
+``private`` algorithm answers only its owner's algorithms and its owner's API keys. The
+caller's identity is what its sidecar says (``algomesh-caller``); mesh certificates will
+make it proven (issue 4, mTLS).
 """
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def may_answer(me: str, callability: str,
                 if callability == "private" and owner_of(name) != owner_of(me):
                     raise error("PERMISSION_DENIED", f"{me} is private to {owner_of(me)}; {name} may not call it",
                                 permission=f"owner:{owner_of(me)}")
-            elif callability == "private":
+            elif callability == "private" and (call.principal is None or call.principal.owner != owner_of(me)):
                 raise error("PERMISSION_DENIED", f"{me} is private to {owner_of(me)}: only its owner's algorithms "
-                            "may call it (its owner's API keys, once keys exist)", permission=f"owner:{owner_of(me)}")
+                            "and API keys may call it", permission=f"owner:{owner_of(me)}")
             return await inner(call)
         return handle
     return layer

@@ -27,8 +27,12 @@ def die_with_parent() -> None:
         sys.exit("algomesh: parent process is gone; exiting")
 
 
+# Credentials of the control plane's own user never reach an algorithm's process.
+SECRET_ENV = ("ALGOMESH_API_KEY", "CONSUL_HTTP_TOKEN")
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env[PARENT_ENV] = str(os.getpid())
     if extra:
         env.update(extra)

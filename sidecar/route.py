@@ -43,7 +43,7 @@ class Location:
     cold: bool = False
 
 
-Locate = Callable[[str], Awaitable[Location]]
+Locate = Callable[[str, str], Awaitable[Location]]  # (target, requester)
 
 
 def location_from(resp: registry_pb2.LocateResponse) -> Location:
@@ -95,17 +95,20 @@ class Directory:
         self._locate = locate
         self.requester = requester
         self.table = Table()
-        self._pending: dict[str, asyncio.Future[Location]] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[Location]] = {}
 
     @property
     def has_view(self) -> bool:
         return self.table.revision >= 0
 
-    async def locate(self, target: str) -> Location:
+    async def locate(self, target: str, requester: str | None = None) -> Location:
+        """``requester``: whose private versions resolve (default: this directory's)."""
+        if requester is None:
+            requester = self.requester
         if self.has_view:
             t = parse_target(target)
             try:
-                info = resolve_in(target, self.table.versions.get(t.name, ()), self.requester)
+                info = resolve_in(target, self.table.versions.get(t.name, ()), requester)
             except NotFoundError:
                 info = None  # maybe published a moment ago: ask the registry itself
             if info is not None:
@@ -113,14 +116,15 @@ class Directory:
                 found = self.table.healthy(m.name, m.version)
                 if found:
                     return Location(m.name, m.version, found)
-        return await self._remote(target)
+        return await self._remote(target, requester)
 
-    async def _remote(self, target: str) -> Location:
-        pending = self._pending.get(target)
+    async def _remote(self, target: str, requester: str) -> Location:
+        key = (target, requester)
+        pending = self._pending.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._locate(target))
-            self._pending[target] = pending
-            pending.add_done_callback(lambda _f: self._pending.pop(target, None))
+            pending = asyncio.ensure_future(self._locate(target, requester))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(key, None))
         # shield: one caller giving up (its deadline) must not cancel the others' lookup
         return await asyncio.shield(pending)
 
@@ -128,11 +132,11 @@ class Directory:
         self.table.eject(address)
 
 
-def remote_locator(channel: grpc.aio.Channel, *, requester: str = "", timeout: float = 600.0) -> Locate:
+def remote_locator(channel: grpc.aio.Channel, *, timeout: float = 600.0) -> Locate:
     """Locate through the control plane's Registry service."""
     stub = registry_pb2_grpc.RegistryStub(channel)
 
-    async def locate(target: str) -> Location:
+    async def locate(target: str, requester: str) -> Location:
         try:
             resp = await stub.Locate(registry_pb2.LocateRequest(target=target, requester=requester), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
@@ -210,14 +214,19 @@ class Router:
         return a if load.get(a, 0) <= load.get(b, 0) else b
 
     async def __call__(self, call: Call) -> Reply:
+        who = call.principal
         for attempt in (1, 2, 3):
-            loc = await self.directory.locate(call.target)
+            loc = await self.directory.locate(call.target, who.owner if who is not None else None)
             address = self._pick(loc.addresses)
             self._outstanding[address] = self._outstanding.get(address, 0) + 1
             try:
                 metadata = ((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller
                 if call.path:
                     metadata += ((_wire.PATH_KEY, ",".join(call.path)),)
+                if who is not None and who.owner:  # the ingress tells the first stage whose call it is
+                    metadata += ((_wire.KEY_OWNER_KEY, who.owner),)
+                    if not who.pipelines:
+                        metadata += ((_wire.NO_PIPELINES_KEY, "1"),)
                 rpc = self._stub(address)(call.body, metadata=metadata, timeout=remaining(call))
                 body = await rpc
                 trailing = await rpc.trailing_metadata()

@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from algomesh import _wire
 from algomesh._errors import AlgomeshError, error
+from algomesh.registry.keys import Principal
 from algomesh.v1 import mesh_pb2
 
 from .rescue import abort
@@ -29,26 +30,36 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "") -> grpc.
     """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
 
     ``surface`` says who is on the other end, and so which headers are believed:
-    ``ingress`` (clients: only the target), ``outbound`` (this sidecar's own runner: the
-    target and its call token), ``inbound`` (other sidecars: the calling sidecar's path
-    and identity). ``own_target``: an inbound surface serves only its algorithm; a target
+    ``ingress`` (clients: the target and their API key), ``outbound`` (this sidecar's own
+    runner: the target and its call token), ``inbound`` (other sidecars: the calling
+    sidecar's path and identity, and from the ingress the client key's owner and scope). ``own_target``: an inbound surface serves only its algorithm; a target
     naming another one means the caller's view is stale (INSTANCE_UNAVAILABLE).
     """
     if surface not in ("ingress", "outbound", "inbound"):
         raise ValueError(f"unknown surface {surface!r}")
     inbound, outbound = surface == "inbound", surface == "outbound"
 
+    ingress = surface == "ingress"
+
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        target = token = path = caller = ""
+        target = token = path = caller = credential = key_owner = ""
+        pipelines = True
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
             elif key == _wire.CALL_KEY and outbound:
                 token = value
-            elif key == _wire.PATH_KEY and inbound:
-                path = value
-            elif key == _wire.CALLER_KEY and inbound:
-                caller = value
+            elif key == _wire.AUTH_KEY and ingress:
+                credential = value
+            elif inbound:
+                if key == _wire.PATH_KEY:
+                    path = value
+                elif key == _wire.CALLER_KEY:
+                    caller = value
+                elif key == _wire.KEY_OWNER_KEY:
+                    key_owner = value
+                elif key == _wire.NO_PIPELINES_KEY:
+                    pipelines = False
         try:
             if inbound:
                 if target and target != own_target:
@@ -59,7 +70,9 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "") -> grpc.
             left = context.time_remaining()
             budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
             reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
-                                     token=token, path=tuple(path.split(",")) if path else ()))
+                                     token=token, path=tuple(path.split(",")) if path else (),
+                                     credential=credential,
+                                     principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
         except AlgomeshError as exc:
             await abort(context, exc)
             raise AssertionError("unreachable")  # abort raises

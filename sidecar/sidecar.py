@@ -91,7 +91,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
              "ALGOMESH_ALGORITHM": cfg.algorithm, "ALGOMESH_VERSION": cfg.version},
     )
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
-    directory = Directory(remote_locator(registry_channel, requester=owner), requester=owner)
+    directory = Directory(remote_locator(registry_channel), requester=owner)
     identity = f"{cfg.algorithm}@{cfg.version}"
     router = Router(directory, caller=identity)
     contexts = Contexts()  # the calls running in this instance, shared by both surfaces

@@ -8,7 +8,7 @@ first listed is the outermost, and each stack below reads top-down in one place:
               (other sidecars -> my algorithm)
     outbound  rescue -> may_pipe -> lineage -> deadline -> payload_limit -> route
               (my algorithm's pipes -> the mesh)
-    ingress   rescue -> deadline -> payload_limit -> route
+    ingress   rescue -> authenticate -> deadline -> payload_limit -> route
               (clients -> the mesh)
 
 (auth, tracing, load-shed and cache slot in here as they land; see DESIGN.md.)
@@ -17,7 +17,10 @@ The body is the serialized CallRequest; no layer decodes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
+
+if TYPE_CHECKING:
+    from algomesh.registry.keys import Principal
 
 
 @dataclass(slots=True)
@@ -28,6 +31,8 @@ class Call:
     caller: str = ""                               # owner/name@version of a calling algorithm
     path: tuple[str, ...] = ()                     # the pipeline so far (see lineage.py)
     token: str = ""                                # the call this pipe belongs to (lineage.py)
+    credential: str = ""                           # ingress: the authorization header, until auth reads it
+    principal: "Principal | None" = None           # the client (API key) the call runs for, if known
 
 
 @dataclass(slots=True)
@@ -69,9 +74,9 @@ def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_d
     return build([rescue, permit, lineage(contexts, me, max_depth), deadline, payload_limit(max_payload)], route)
 
 
-def ingress_stack(route: Handler, *, max_payload: int) -> Handler:
+def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .rescue import rescue
 
-    return build([rescue, deadline, payload_limit(max_payload)], route)
+    return build([rescue, authenticate, deadline, payload_limit(max_payload)], route)

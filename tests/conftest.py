@@ -69,18 +69,31 @@ class Mesh:
     data_dir: Path
     banner: str
     lines: list[str] | None = None  # everything `algomesh up` printed so far
+    api_key: str | None = None      # the admin key `algomesh up` printed on its first start
 
     @property
     def output(self) -> str:
         return "".join(self.lines or [])
 
-    def client(self, api_key: str | None = "test-key") -> algomesh.Client:
-        return algomesh.client(api_key, self.address)
+    def client(self, api_key: str | None = None) -> algomesh.Client:
+        """A client with ``api_key``, by default the admin key."""
+        return algomesh.client(api_key or self.api_key, self.address)
 
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    @property
+    def auth(self) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata carrying the admin key, for raw stubs."""
+        return (("authorization", f"Simple {self.api_key}"),) if self.api_key else ()
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60,
+            api_key: str | None = None) -> subprocess.CompletedProcess:
+        """The CLI with ``api_key`` (default: the admin key) in $ALGOMESH_API_KEY."""
+        env = dict(os.environ)
+        env.pop("ALGOMESH_API_KEY", None)
+        if api_key or self.api_key:
+            env["ALGOMESH_API_KEY"] = api_key or self.api_key
         return subprocess.run(
             [sys.executable, "-m", "algomesh.cli", "--address", self.address, *args],
-            input=input, capture_output=True, timeout=timeout)
+            input=input, capture_output=True, timeout=timeout, env=env)
 
     def publish(self, path: Path) -> None:
         with self.client() as c:
@@ -96,8 +109,12 @@ class Mesh:
                 self.process.kill()
 
 
+_ADMIN_KEYS: dict[Path, str] = {}  # data dir -> the admin key its first start printed
+
+
 def start_mesh(data_dir: Path, *extra: str, own_group: bool = False) -> Mesh:
-    """``own_group``: lead a process group of its own, like a command run from a shell."""
+    """``own_group``: lead a process group of its own, like a command run from a shell.
+    The admin key printed on a data dir's first start is remembered for its restarts."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "algomesh.cli", "up", "--data-dir", str(data_dir), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0 if own_group else None)
@@ -112,10 +129,13 @@ def start_mesh(data_dir: Path, *extra: str, own_group: bool = False) -> Mesh:
         m = re.search(r"listening on (\S+)", line)
         if m:
             address = m.group(1)
+        m = re.search(r"admin key (amk_\S+)", line)
+        if m:
+            _ADMIN_KEYS[Path(data_dir)] = m.group(1)
         if address and "Ctrl-C to stop" in line:  # the banner's last line
             # drain the rest of the output in the background so the pipe never fills
             threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return Mesh(proc, address, data_dir, "".join(lines), lines)
+            return Mesh(proc, address, data_dir, "".join(lines), lines, _ADMIN_KEYS.get(Path(data_dir)))
     proc.kill()
     raise RuntimeError("algomesh up did not start:\n" + "".join(lines))
 

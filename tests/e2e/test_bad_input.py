@@ -60,7 +60,7 @@ def _raw_call(mesh, request: bytes, metadata) -> algomesh.AlgomeshError:
     with grpc.insecure_channel(mesh.address) as ch:
         call = ch.unary_unary("/algomesh.v1.Mesh/Call")
         with pytest.raises(grpc.RpcError) as e:
-            call(request, metadata=metadata, timeout=10)
+            call(request, metadata=tuple(metadata) + mesh.auth, timeout=10)
     return from_rpc_error(e.value)
 
 

@@ -82,6 +82,6 @@ def test_a_client_cannot_inject_pipeline_facts_at_the_ingress(mesh, client):
             request, timeout=30, metadata=(("algomesh-target", "perm/one"),
                                            ("algomesh-path", "perm/target@1.0.0,perm/none@1.0.0"),
                                            ("algomesh-caller", "perm/none@1.0.0"),
-                                           ("algomesh-call", "forged-token")))
+                                           ("algomesh-call", "forged-token")) + mesh.auth)
     out = payload_pb2.CallResponse.FromString(reply_body)
     assert out.output.data == b"hi"

@@ -22,7 +22,8 @@ def published(mesh):
 
 
 def test_whitepaper_snippet_runs_verbatim(mesh):
-    # The seed's snippet, with `algomesh` for `Algorithmia`, run as a user's own script.
+    # The seed's snippet, with `algomesh` for `Algorithmia`, run as a user's own script
+    # (who puts their key where the snippet says YOUR_API_KEY).
     script = textwrap.dedent("""\
         import algomesh
         input = "Hello,   World! Pipelining is GREAT."
@@ -34,7 +35,7 @@ def test_whitepaper_snippet_runs_verbatim(mesh):
 
         #Pipe algorithm inputs and outputs
         print(algo2.pipe(algo1.pipe(input)).result)
-        """)
+        """).replace("YOUR_API_KEY", mesh.api_key)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "ALGOMESH_ADDRESS": mesh.address})
     assert out.returncode == 0, out.stderr
@@ -72,7 +73,7 @@ def test_composed_pipeline_reads_like_the_design(client):
 
 def test_async_client_has_the_same_shape(mesh):
     async def main():
-        async with algomesh.async_client("k", mesh.address) as c:
+        async with algomesh.async_client(mesh.api_key, mesh.address) as c:
             first = c.algo("demo/clean").pipe("so happy today!")
             resp = await c.algo("demo/sentiment").pipe(first)  # a pending response chains
             return resp.result, resp.metadata.version, first.done()

@@ -23,6 +23,7 @@ import time
 import pytest
 
 import algomesh
+from algomesh.registry.keys import authenticate, new_key
 from algomesh.registry.resolve import resolve
 from algomesh.registry.store import CRITICAL, PASSING, WARNING
 from algomesh.v1 import registry_pb2
@@ -434,11 +435,11 @@ def test_namespaces_are_isolated(backend, store):
 
 # change feeds -------------------------------------------------------------------------
 
-_FEEDS = ["versions", "instances"]
+_FEEDS = ["versions", "instances", "keys"]
 
 
 def _wait(store, feed: str):
-    return store.wait_versions if feed == "versions" else store.wait_instances
+    return getattr(store, f"wait_{feed}")
 
 
 @pytest.mark.parametrize("feed", _FEEDS)
@@ -516,11 +517,17 @@ def test_wait_instances_returns_early_on_register_state_change_and_deregister(ba
     assert state_of(store, a1.id) is None
 
 
-def test_the_two_feeds_are_separate(backend, store):
-    """An instance change does not wake a versions wait, nor a publish an instances wait."""
+def test_the_feeds_are_separate(backend, store):
+    """An instance change does not wake a versions wait, nor a publish an instances wait,
+    nor either of them a keys wait. (A Consul KV prefix with no keys at all answers the
+    whole KV table's index, so any KV write wakes it: that spurious wake is allowed, and
+    the test starts with a key under each prefix.)"""
+    store.add_key(new_key("t")[1])
     for wait, change, what in (
         (store.wait_versions, lambda: store.register_instance(instance(backend, 1), ttl=30), "register"),
         (store.wait_instances, lambda: store.publish(info("t/a", "1.0.0")), "publish"),
+        (store.wait_keys, lambda: store.publish(info("t/a", "1.1.0")), "publish"),
+        (store.wait_versions, lambda: store.add_key(new_key("t")[1]), "new key"),
     ):
         current = wait(0, 1.0)
         t = later(0.2, change)
@@ -529,3 +536,46 @@ def test_the_two_feeds_are_separate(backend, store):
         finally:
             t.join(10)
         assert index == current and took >= 0.5, f"{wait.__name__} woke after {took:.2f}s on a {what}"
+
+
+# API keys -------------------------------------------------------------------------------
+
+def test_keys_round_trip_with_their_hash_and_never_their_secret(store):
+    secret, record = new_key("alice", algorithms=["alice/*", "demo/clean"], no_pipelines=True, data="write")
+    store.add_key(record)
+    [stored] = store.keys()
+    assert stored == record
+    assert stored.hash and stored.salt and secret.split("_")[-1].encode() not in stored.SerializeToString()
+    assert authenticate(f"Simple {secret}", {k.id: k for k in store.keys()}).owner == "alice"
+
+
+def test_keys_are_listed_in_creation_order(store):
+    records = [new_key(f"o{i}")[1] for i in range(4)]
+    for r in records:
+        store.add_key(r)
+    assert [k.id for k in store.keys()] == [r.id for r in records]
+
+
+def test_remove_key(store):
+    a, b = new_key("alice")[1], new_key("bob")[1]
+    store.add_key(a)
+    store.add_key(b)
+    assert store.remove_key(a.id) is True
+    assert [k.id for k in store.keys()] == [b.id]
+    assert store.remove_key(a.id) is False
+    assert store.remove_key("0123456789abcdef") is False
+
+
+def test_wait_keys_returns_early_on_add_and_remove(store):
+    record = new_key("alice")[1]
+    current = store.wait_keys(0, 1.0)
+    current = _assert_wakes(store.wait_keys, current, lambda: store.add_key(record), "add_key")
+    _assert_wakes(store.wait_keys, current, lambda: store.remove_key(record.id), "remove_key")
+
+
+def test_keys_seen_by_another_control_plane(backend, store):
+    other = backend.open()
+    record = new_key("alice")[1]
+    current = store.wait_keys(0, 1.0)
+    _assert_wakes(store.wait_keys, current, lambda: other.add_key(record), "add_key from another store object")
+    assert [k.id for k in store.keys()] == [record.id]

@@ -223,3 +223,69 @@ class View(_message.Message):
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     stale: str
     def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., stale: _Optional[str] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("id", "owner", "algorithms", "no_pipelines", "data", "admin", "salt", "hash", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
+    NO_PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    owner: str
+    algorithms: _containers.RepeatedScalarFieldContainer[str]
+    no_pipelines: bool
+    data: str
+    admin: bool
+    salt: bytes
+    hash: bytes
+    created_at: int
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., no_pipelines: _Optional[bool] = ..., data: _Optional[str] = ..., admin: _Optional[bool] = ..., salt: _Optional[bytes] = ..., hash: _Optional[bytes] = ..., created_at: _Optional[int] = ...) -> None: ...
+
+class CreateKeyRequest(_message.Message):
+    __slots__ = ("owner", "algorithms", "no_pipelines", "data", "admin")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
+    NO_PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    algorithms: _containers.RepeatedScalarFieldContainer[str]
+    no_pipelines: bool
+    data: str
+    admin: bool
+    def __init__(self, owner: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., no_pipelines: _Optional[bool] = ..., data: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class CreateKeyResponse(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    secret: str
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("owner",)
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    def __init__(self, owner: _Optional[str] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RevokeKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -84,6 +84,21 @@ class RegistryStub:
                 request_serializer=algomesh_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
                 response_deserializer=algomesh_dot_v1_dot_registry__pb2.View.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/algomesh.v1.Registry/CreateKey',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/algomesh.v1.Registry/ListKeys',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/algomesh.v1.Registry/RevokeKey',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -159,6 +174,26 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys. The secret is returned once, by CreateKey; the registry keeps a salted hash.
+        Creating keys needs an admin key; a key may list and revoke its own owner's keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +246,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=algomesh_dot_v1_dot_registry__pb2.WatchRequest.FromString,
                     response_serializer=algomesh_dot_v1_dot_registry__pb2.View.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.CreateKeyRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.ListKeysRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +533,87 @@ class Registry:
             '/algomesh.v1.Registry/Watch',
             algomesh_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
             algomesh_dot_v1_dot_registry__pb2.View.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/algomesh.v1.Registry/CreateKey',
+            algomesh_dot_v1_dot_registry__pb2.CreateKeyRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/algomesh.v1.Registry/ListKeys',
+            algomesh_dot_v1_dot_registry__pb2.ListKeysRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/algomesh.v1.Registry/RevokeKey',
+            algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
