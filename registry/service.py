@@ -12,6 +12,7 @@ what that principal may see or do:
     Resolve, List*, Locate  what the key may call (its globs), private versions to their owner
     Scale                   the algorithm's owner, or an admin
     CreateKey               an admin;  ListKeys, RevokeKey: the key's owner, or an admin
+    IssueCertificate        an admin (a mesh certificate for an operator's tools)
     RegisterInstance, DeregisterInstance, Watch    the mesh (sidecars), or an admin
 """
 from __future__ import annotations
@@ -158,12 +159,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     identities on the mesh port)."""
 
     def __init__(self, registry: Registry, view: RegistryView, identify: Identify, locator: Locator | None = None,
-                 scaler: Scaler | None = None) -> None:
+                 scaler: Scaler | None = None, issue: Callable[[str, float], tuple[bytes, bytes, bytes]] | None = None,
+                 reserved: tuple[str, ...] = ()) -> None:
         self.registry = registry
         self.view = view
         self.identify = identify
         self.locator = locator
         self.scaler = scaler
+        self.issue = issue        # (identity, lifetime) -> (ca, cert, key) PEMs; None: no mesh CA
+        self.reserved = reserved  # identities no one may get a certificate for
 
     @rescued
     async def Publish(self, request, context):
@@ -291,3 +295,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 or not await self.registry.revoke_key(request.id):
             raise error("KEY_NOT_FOUND", f"no API key with id {request.id!r}")
         return registry_pb2.RevokeKeyResponse()
+
+    @rescued
+    async def IssueCertificate(self, request, context):
+        self.identify(context).check_admin("issue mesh certificates")
+        if self.issue is None:
+            raise error("INVALID_INPUT", "this mesh runs --insecure: it has no mesh CA")
+        identity = request.identity.strip()
+        if not identity or len(identity) > 200 or identity in self.reserved or not identity.isprintable():
+            raise error("INVALID_INPUT", f"{request.identity!r} cannot be a certificate's identity")
+        lifetime = request.lifetime_seconds or 3600
+        ca, cert, key = await asyncio.to_thread(self.issue, identity, float(min(lifetime, 7 * 86400)))
+        return registry_pb2.IssueCertificateResponse(ca=ca.decode(), cert=cert.decode(), key=key.decode())

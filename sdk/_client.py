@@ -256,6 +256,12 @@ class Client:
         """Revoke a key by its id; calls with it are refused from when this returns."""
         self._registry("RevokeKey", registry_pb2.RevokeKeyRequest(id=key_id))
 
+    def issue_certificate(self, identity: str, lifetime: float = 3600) -> registry_pb2.IssueCertificateResponse:
+        """A mesh certificate naming ``identity`` for an operator's tools (admin keys only):
+        PEMs of the mesh CA, the certificate and its key. Verify servers as ``mesh.algomesh``."""
+        return self._registry("IssueCertificate", registry_pb2.IssueCertificateRequest(
+            identity=identity, lifetime_seconds=int(lifetime)))
+
     def close(self) -> None:
         self._channel.close()
 

@@ -8,6 +8,7 @@
     algomesh scale owner/name[/version] N           run N instances of it
     algomesh keys create --owner OWNER [...]        make an API key (printed once)
     algomesh keys list | keys revoke ID             see and revoke API keys
+    algomesh cert IDENTITY --out DIR                a mesh certificate for grpcurl & co (admin)
 
 Errors print one line (``error: REASON: message``) and exit 1.
 """
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     kl.add_argument("--owner", default="", help="only this owner's keys")
     kr = ksub.add_parser("revoke", help="revoke an API key by its id")
     kr.add_argument("id")
+
+    cert = sub.add_parser("cert", help="a mesh certificate for an operator's tools (admin key)")
+    cert.add_argument("identity", help="the name it carries, e.g. ops/debug@0")
+    cert.add_argument("--out", type=Path, required=True, help="folder for ca.pem, cert.pem, key.pem")
+    cert.add_argument("--hours", type=float, default=1.0, help="validity (default 1, at most 168)")
 
     pub = sub.add_parser("publish", help="publish the algorithm folder at PATH")
     pub.add_argument("path", type=Path)
@@ -179,6 +185,16 @@ def _run(a: argparse.Namespace) -> int:
             print(f"{s.name:32} {s.latest_version:12} {s.version_count:3} version(s)  {s.description}")
     elif a.command == "keys":
         _keys(client, a)
+    elif a.command == "cert":
+        resp = client.issue_certificate(a.identity, a.hours * 3600)
+        a.out.mkdir(parents=True, exist_ok=True)
+        for name, pem in (("ca.pem", resp.ca), ("cert.pem", resp.cert), ("key.pem", resp.key)):
+            path = a.out / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pem)
+        print(f"wrote {a.out}/ca.pem cert.pem key.pem; e.g. grpcurl -cacert {a.out}/ca.pem -cert {a.out}/cert.pem "
+              f"-key {a.out}/key.pem -servername mesh.algomesh SIDECAR_ADDRESS list")
     elif a.command == "versions":
         for v in client.versions(a.name):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.published_at))

@@ -22,16 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from algomesh import _wire
-from algomesh._errors import AlgomeshError
+from algomesh._errors import AlgomeshError, error
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key
 from algomesh.registry.service import Registry, RegistryServicer
 from algomesh.registry.store import PASSING, open_store
-from algomesh.registry.resolve import resolve_in
+from algomesh.registry.resolve import owner_of, resolve_in
 from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .launcher import LocalLauncher
+from .meshtls import CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
 from .auth import authenticate
@@ -87,8 +88,11 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         raise SystemExit(f"error: algomesh up: cannot listen on {cfg.host}:{cfg.port} "
                          "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
+    # The mesh CA: made afresh on every start, its key only in this process's memory.
+    ca = None if cfg.insecure else MeshCA()
+    transport = MeshTransport(ca.issue(CONTROL_PLANE) if ca else None)
     mesh_server, mesh_health = new_server([REGISTRY_SERVICE])
-    mesh_port = mesh_server.add_insecure_port(f"{cfg.host}:0")
+    mesh_port = transport.listen(mesh_server, f"{cfg.host}:0")
     mesh_address = f"{cfg.host}:{mesh_port}"
 
     def identify_client(context) -> Principal:
@@ -98,16 +102,28 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         return verify_key(header, view.keys)
 
     def identify_sidecar(context) -> Principal:
-        return ANYONE
+        """A sidecar is the algorithm its mesh certificate names."""
+        if cfg.insecure:
+            return ANYONE
+        identity = peer_identity(context) or ""
+        name, _, version = identity.rpartition("@")
+        if not name or not version:
+            raise error("UNAUTHENTICATED", "the mesh port answers only sidecars with a mesh certificate")
+        return Principal(owner=owner_of(name), algorithm=identity)
 
     def failing(instance_id: str) -> bool:
         return any(i.id == instance_id and i.state != PASSING for i in view.instances)
 
     launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
                              socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
-                             max_payload=cfg.max_payload)
+                             max_payload=cfg.max_payload, issue=ca.issue if ca else None)
 
-    servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale)
+    def issue(identity: str, lifetime: float) -> tuple[bytes, bytes, bytes]:
+        c = ca.issue(identity, lifetime)
+        return c.ca, c.cert, c.key
+
+    servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale,
+                                issue=issue if ca else None, reserved=(CONTROL_PLANE,))
     mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale)
 
     async def locate(target: str, requester: str) -> Location:
@@ -117,7 +133,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     directory = Directory(locate)
     view.on_change(lambda: directory.table.apply(view.snapshot()))
     directory.table.apply(view.snapshot())
-    router = Router(directory)
+    router = Router(directory, transport=transport)
 
     registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
     registry_pb2_grpc.add_RegistryServicer_to_server(mesh_servicer, mesh_server)
@@ -134,10 +150,10 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     admin_key = None
     if not cfg.insecure and (cfg.new_admin_key or not view.keys):
         admin_key, _ = await registry.create_key("admin", admin=True, data="write")
-    prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval).run())
+    prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval, transport).run())
     reservations = asyncio.ensure_future(_reserve(view, launcher))
     announce(f"algomesh up: listening on {address}")
-    announce(f"  mesh      {mesh_address} (sidecars)")
+    announce(f"  mesh      {mesh_address} (sidecars; {'plain' if cfg.insecure else 'mTLS, mesh CA made at start'})")
     if cfg.insecure:
         print(f"WARNING: --insecure: no API keys and no mesh certificates. Anyone who can reach "
               f"{address} or {mesh_address} can call, publish, scale and impersonate algorithms.",

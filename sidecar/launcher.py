@@ -25,6 +25,7 @@ from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
+from .meshtls import MeshCredentials
 from .procs import Child, child_env
 
 log = logging.getLogger("algomesh.launcher")
@@ -48,7 +49,8 @@ class LocalLauncher:
     def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
                  socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
                  max_payload: int = 10 * 1024 * 1024,
-                 failing: Callable[[str], bool] = lambda _id: False) -> None:
+                 failing: Callable[[str], bool] = lambda _id: False,
+                 issue: Callable[[str], MeshCredentials] | None = None) -> None:
         self.registry = registry
         self.registry_address = registry_address
         self.artifacts = artifacts
@@ -58,6 +60,7 @@ class LocalLauncher:
         self.launch_timeout = launch_timeout
         self.max_payload = max_payload
         self._failing = failing  # instance id -> its health check is failing
+        self._issue = issue      # identity -> a mesh certificate for it; None: --insecure
         self._children: dict[str, _Child] = {}
         self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
         self._stopping = False
@@ -130,11 +133,17 @@ class LocalLauncher:
                "--max-payload", str(self.max_payload),
                "--callability", m.permissions.callability or "public",
                *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob))]
+        creds = None
+        if self._issue is None:
+            cmd.append("--insecure")
+        else:  # through a pipe: the certificate's key is never written to disk
+            creds = self._issue(f"{m.name}@{m.version}").to_bytes()
         t0 = time.monotonic()
         with open(log_path, "ab") as logfile:
             proc = Child.start(
                 cmd, stdout=logfile, stderr=logfile,
                 new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
+                stdin=creds,
                 env=child_env({"PYTHONPYCACHEPREFIX": str(self.log_dir.parent / "pycache")}))
         child = _Child(iid, m.name, m.version, proc, log_path)
         self._children[iid] = child

@@ -16,19 +16,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from algomesh._errors import AlgomeshError
 from algomesh.registry.store import CRITICAL, PASSING, Store
 
+from .meshtls import MeshTransport
+
 log = logging.getLogger("algomesh.prober")
 
 
 class HealthProber:
-    def __init__(self, store: Store, interval: float = 1.0) -> None:
+    def __init__(self, store: Store, interval: float = 1.0, transport: MeshTransport | None = None) -> None:
         self.store = store
         self.interval = interval
+        self.transport = transport or MeshTransport(None)
         self._channels: dict[str, tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]] = {}
 
     async def _check(self, address: str) -> str:
         entry = self._channels.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = self.transport.channel(address)
             entry = (channel, health_pb2_grpc.HealthStub(channel))
             self._channels[address] = entry
         try:

@@ -54,9 +54,19 @@ class Child:
 
     @classmethod
     def start(cls, cmd: list[str], *, env: dict[str, str], cwd: str | None = None,
-              stdout: Any = None, stderr: Any = None, new_session: bool = False) -> "Child":
-        return cls(subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
-                                    stderr=stderr, start_new_session=new_session, close_fds=True))
+              stdout: Any = None, stderr: Any = None, new_session: bool = False,
+              stdin: bytes | None = None) -> "Child":
+        """``stdin``: bytes the child reads from its stdin (a pipe, closed after them; at
+        most a pipe's buffer, so writing never blocks), e.g. its credentials."""
+        popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                 stdout=stdout, stderr=stderr, start_new_session=new_session, close_fds=True)
+        if stdin is not None:
+            try:
+                popen.stdin.write(stdin)
+                popen.stdin.close()
+            except BrokenPipeError:  # it died at once; its exit code says why
+                pass
+        return cls(popen)
 
     @property
     def returncode(self) -> int | None:

@@ -30,6 +30,7 @@ from algomesh.registry.resolve import resolve_in
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .deadline import remaining
+from .meshtls import MeshTransport
 from .stack import Call, Reply
 
 log = logging.getLogger("algomesh.route")
@@ -186,8 +187,9 @@ def _stale(exc: grpc.aio.AioRpcError) -> bool:
 
 
 class Router:
-    def __init__(self, directory: Directory, *, caller: str = "") -> None:
+    def __init__(self, directory: Directory, *, caller: str = "", transport: MeshTransport | None = None) -> None:
         self.directory = directory
+        self.transport = transport or MeshTransport(None)
         self._caller = ((_wire.CALLER_KEY, caller),) if caller else ()
         self._channels: dict[str, tuple[grpc.aio.Channel, Callable]] = {}
         self._outstanding: dict[str, int] = {}
@@ -195,7 +197,7 @@ class Router:
     def _stub(self, address: str) -> Callable:
         entry = self._channels.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=_wire.CHANNEL_OPTIONS)
+            channel = self.transport.channel(address, options=_wire.CHANNEL_OPTIONS)
             entry = (channel, channel.unary_unary(_wire.CALL_METHOD))
             self._channels[address] = entry
         return entry[1]

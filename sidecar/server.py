@@ -3,7 +3,7 @@ health (grpc.health.v1) and server reflection."""
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +14,7 @@ from algomesh._errors import AlgomeshError, error
 from algomesh.registry.keys import Principal
 from algomesh.v1 import mesh_pb2
 
+from .meshtls import CONTROL_PLANE
 from .rescue import abort
 from .stack import Call, Handler
 
@@ -26,14 +27,19 @@ SERVER_OPTIONS = (
 )
 
 
-def mesh_handler(stack: Handler, *, surface: str, own_target: str = "") -> grpc.GenericRpcHandler:
+def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
+                 peer: Callable[[grpc.aio.ServicerContext], str | None] | None = None) -> grpc.GenericRpcHandler:
     """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
 
     ``surface`` says who is on the other end, and so which headers are believed:
     ``ingress`` (clients: the target and their API key), ``outbound`` (this sidecar's own
     runner: the target and its call token), ``inbound`` (other sidecars: the calling
-    sidecar's path and identity, and from the ingress the client key's owner and scope). ``own_target``: an inbound surface serves only its algorithm; a target
-    naming another one means the caller's view is stale (INSTANCE_UNAVAILABLE).
+    sidecar's path and identity, and from the ingress the client key's owner and scope).
+    ``own_target``: an inbound surface serves only its algorithm; a target naming another
+    one means the caller's view is stale (INSTANCE_UNAVAILABLE). ``peer`` (inbound, on a
+    secure mesh): who the caller is, from its certificate; that, not ``algomesh-caller``,
+    is the caller, and only the control plane's ingress may say whose API key a call
+    runs for.
     """
     if surface not in ("ingress", "outbound", "inbound"):
         raise ValueError(f"unknown surface {surface!r}")
@@ -61,6 +67,14 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "") -> grpc.
                 elif key == _wire.NO_PIPELINES_KEY:
                     pipelines = False
         try:
+            if peer is not None:
+                proven = peer(context)
+                if not proven:
+                    raise error("UNAUTHENTICATED", "this sidecar answers only peers with a mesh certificate")
+                if proven == CONTROL_PLANE:
+                    caller = ""                      # a client's call, through the ingress
+                else:
+                    caller, key_owner, pipelines = proven, "", True
             if inbound:
                 if target and target != own_target:
                     raise error("INSTANCE_UNAVAILABLE", f"this instance serves {own_target}, not {target}")

@@ -4,7 +4,9 @@
     outbound  Unix socket, Mesh/Call from the algorithm's own pipes -> the mesh
 
 It starts the runner, registers the instance with the registry once the algorithm has
-loaded, and withdraws it on shutdown (SIGTERM/SIGINT).
+loaded, and withdraws it on shutdown (SIGTERM/SIGINT). Its mesh certificate and key
+arrive on stdin from the launcher (JSON, see meshtls.py) unless ``--insecure``; it reads
+them before the runner starts, so the algorithm never sees them.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from algomesh.registry.resolve import owner_of
 
 from .lineage import Contexts
+from .meshtls import MeshCredentials, MeshTransport
 from .permit import may_answer, may_pipe
 from .route import Directory, Router, follow_views, remote_locator
 from .runner import RunnerProcess
@@ -52,6 +56,7 @@ class SidecarConfig:
     can_call: tuple[str, ...] = ()
     callability: str = "public"
     host: str = "127.0.0.1"
+    insecure: bool = False  # plain connections, identities on trust (algomesh up --insecure)
 
     @property
     def runner_socket(self) -> str:
@@ -74,13 +79,15 @@ class SidecarConfig:
         p.add_argument("--can-call", action="append", default=[], help="a glob it may pipe to (repeatable)")
         p.add_argument("--callability", choices=("public", "private"), default="public")
         p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--insecure", action="store_true", help="no mesh certificate (else read from stdin)")
         a = p.parse_args(argv)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
 
 
-async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
+async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials | None = None) -> None:
     me = f"{cfg.algorithm}/{cfg.version}"
-    registry_channel = grpc.aio.insecure_channel(cfg.registry, options=_wire.CHANNEL_OPTIONS)
+    transport = MeshTransport(creds)
+    registry_channel = transport.channel(cfg.registry, options=_wire.CHANNEL_OPTIONS)
     registry = registry_pb2_grpc.RegistryStub(registry_channel)
 
     runner = RunnerProcess(
@@ -93,15 +100,15 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
     directory = Directory(remote_locator(registry_channel), requester=owner)
     identity = f"{cfg.algorithm}@{cfg.version}"
-    router = Router(directory, caller=identity)
+    router = Router(directory, caller=identity, transport=transport)
     contexts = Contexts()  # the calls running in this instance, shared by both surfaces
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
         permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest)),
-        surface="inbound", own_target=me),))
-    port = inbound.add_insecure_port(f"{cfg.host}:0")
+        surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
+    port = transport.listen(inbound, f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
@@ -148,8 +155,13 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event) -> None:
 
 async def main(argv: list[str] | None = None) -> None:
     cfg = SidecarConfig.from_argv(argv)
+    creds = None
+    if not cfg.insecure:
+        creds = MeshCredentials.from_bytes(sys.stdin.buffer.read())
+        if creds.identity != f"{cfg.algorithm}@{cfg.version}":
+            raise SystemExit(f"the mesh certificate names {creds.identity}, not {cfg.algorithm}@{cfg.version}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(cfg, stop)
+    await serve(cfg, stop, creds)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 import algomesh
@@ -78,6 +79,14 @@ class Mesh:
     def client(self, api_key: str | None = None) -> algomesh.Client:
         """A client with ``api_key``, by default the admin key."""
         return algomesh.client(api_key or self.api_key, self.address)
+
+    def mesh_channel(self, address: str, identity: str = "ops/tests@0") -> grpc.Channel:
+        """A channel to a sidecar (or the mesh port) carrying a mesh certificate that names
+        ``identity``, issued by this mesh's CA (``algomesh cert``, an admin's tool)."""
+        with self.client() as c:
+            pems = c.issue_certificate(identity)
+        creds = grpc.ssl_channel_credentials(pems.ca.encode(), pems.key.encode(), pems.cert.encode())
+        return grpc.secure_channel(address, creds, options=(("grpc.ssl_target_name_override", "mesh.algomesh"),))
 
     @property
     def auth(self) -> tuple[tuple[str, str], ...]:

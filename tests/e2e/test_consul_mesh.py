@@ -44,8 +44,9 @@ def consul_mesh(consul, tmp_path):
         mesh.stop()
 
 
-def _view_health(address: str) -> int:
-    with grpc.insecure_channel(address) as ch:
+def _view_health(address: str, mesh=None) -> int:
+    """The control plane's own (public port), or with ``mesh`` a sidecar's (mTLS)."""
+    with (mesh.mesh_channel(address) if mesh else grpc.insecure_channel(address)) as ch:
         return health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="algomesh.registry-view"), timeout=5).status
 
@@ -86,7 +87,7 @@ def test_mesh_keeps_serving_from_its_last_view_when_consul_goes_away(consul_mesh
             time.sleep(0.2)
         assert _view_health(mesh.address) == health_pb2.HealthCheckResponse.NOT_SERVING
         [instance] = [i for i in _instances_from_view(mesh)]
-        assert _view_health(instance) == health_pb2.HealthCheckResponse.NOT_SERVING  # the sidecar says so too
+        assert _view_health(instance, mesh) == health_pb2.HealthCheckResponse.NOT_SERVING  # the sidecar says so too
         assert clean.pipe("After  it WENT").result == "after it went"
         with pytest.raises(algomesh.UnavailableError) as e:
             c.publish(ALGORITHMS / "preprocessing")

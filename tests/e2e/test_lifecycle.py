@@ -65,14 +65,19 @@ def test_a_killed_control_plane_takes_its_instances_with_it(tmp_path):
     assert _wait_gone(pids) == []
 
 
-def _health(address: str, service: str = "") -> int:
-    with grpc.insecure_channel(address) as ch:
+def _channel(address: str, mesh=None) -> grpc.Channel:
+    """Plain, or with ``mesh`` carrying a mesh certificate (a sidecar's inbound port is mTLS)."""
+    return mesh.mesh_channel(address) if mesh else grpc.insecure_channel(address)
+
+
+def _health(address: str, service: str = "", mesh=None) -> int:
+    with _channel(address, mesh) as ch:
         return health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-def _services(address: str) -> set[str]:
-    with grpc.insecure_channel(address) as ch:
+def _services(address: str, mesh=None) -> set[str]:
+    with _channel(address, mesh) as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         return {s.name for r in responses for s in r.list_services_response.service}
@@ -90,10 +95,11 @@ def test_health_and_reflection_on_every_server(mesh):
     with mesh.client() as c:
         [instance] = c.instances("username/cleaning")
     assert instance.state == "passing" and instance.version == "0.1.0"
-    assert _health(instance.address) == serving  # the algorithm's sidecar
-    assert _health(instance.address, "algomesh.registry-view") == serving  # its view of the registry is current
+    assert _health(instance.address, mesh=mesh) == serving  # the algorithm's sidecar, over mTLS
+    # its view of the registry is current
+    assert _health(instance.address, "algomesh.registry-view", mesh=mesh) == serving
     assert _health(mesh.address, "algomesh.registry-view") == serving
-    assert "algomesh.v1.Mesh" in _services(instance.address)
+    assert "algomesh.v1.Mesh" in _services(instance.address, mesh=mesh)
 
     sockets = [p for p in _socket_dir(mesh).iterdir() if p.name.startswith(instance.id)]
     runner = next(p for p in sockets if p.name.endswith(".runner.sock"))

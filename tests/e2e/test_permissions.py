@@ -49,25 +49,35 @@ def test_a_private_algorithm_answers_only_its_owners_algorithms(client):
     assert client.algo("perm/glob").pipe("perm/secret").result == "hi"        # same owner
     e = _denied(lambda: client.algo("else/stranger").pipe("perm/secret").result)
     assert "private to perm" in e.message
-    _denied(lambda: client.algo("perm/secret").pipe("hi").result)             # a client, no owner key yet
+    _denied(lambda: client.algo("perm/secret").pipe("hi").result)             # the admin's key: not perm's
 
 
-def test_the_callee_checks_again_whatever_the_caller_claims(mesh, client):
+def test_the_callee_believes_only_the_mesh_certificate(mesh, client):
     client.algo("perm/target").pipe("warm").result
     [instance] = client.instances("perm/target")
     request = payload_pb2.CallRequest(input=payload_pb2.Payload(content_type=payload_pb2.CONTENT_TYPE_TEXT,
                                                                 data=b"hi")).SerializeToString()
+    claim = (("algomesh-target", "perm/target/1.0.0"), ("algomesh-caller", "perm/one@1.0.0"))
+    # Skipping the sidecars: a plain connection never gets past the TLS handshake.
     with grpc.insecure_channel(instance.address) as ch:
-        call = ch.unary_unary("/algomesh.v1.Mesh/Call")
-        # skipping the caller's sidecar and claiming to be an algorithm that may not call it
         with pytest.raises(grpc.RpcError) as e:
-            call(request, metadata=(("algomesh-target", "perm/target/1.0.0"),
-                                    ("algomesh-caller", "perm/none@1.0.0")), timeout=10)
-        assert from_rpc_error(e.value).reason == "PERMISSION_DENIED"
+            ch.unary_unary("/algomesh.v1.Mesh/Call")(request, metadata=claim, timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # A mesh certificate naming perm/none, claiming to be perm/one (which may call perm/target):
+    # the certificate wins, and perm/none may call nothing.
+    with mesh.mesh_channel(instance.address, "perm/none@1.0.0") as ch:
         with pytest.raises(grpc.RpcError) as e:
-            call(request, metadata=(("algomesh-target", "perm/target/1.0.0"),
-                                    ("algomesh-caller", "ghost/unknown@9.9.9")), timeout=10)
+            ch.unary_unary("/algomesh.v1.Mesh/Call")(request, metadata=claim, timeout=10)
+        err = from_rpc_error(e.value)
+        assert err.reason == "PERMISSION_DENIED" and "perm/none@1.0.0 may not call perm/target" in err.message
+    with mesh.mesh_channel(instance.address, "ghost/unknown@9.9.9") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/algomesh.v1.Mesh/Call")(request, metadata=claim, timeout=10)
         assert from_rpc_error(e.value).reason == "PERMISSION_DENIED"
+    # The one the certificate names, when it may: answered.
+    with mesh.mesh_channel(instance.address, "perm/one@1.0.0") as ch:
+        body = ch.unary_unary("/algomesh.v1.Mesh/Call")(request, metadata=claim[:1], timeout=10)
+        assert payload_pb2.CallResponse.FromString(body).output.data == b"hi"
 
 
 def test_a_client_cannot_inject_pipeline_facts_at_the_ingress(mesh, client):

@@ -175,7 +175,8 @@ def published(mesh, tmp_path_factory):
     root = tmp_path_factory.mktemp("algorithms")
     with mesh.client() as c:
         c.publish(write_algorithm(root / "echo", "fuzz/echo", "1.0.0", ECHO))
-        c.publish(write_algorithm(root / "raises", "fuzz/raises", "1.0.0", RAISES))
+        c.publish(write_algorithm(root / "raises", "fuzz/raises", "1.0.0", RAISES,
+                                  extra_toml='[permissions]\ncan_call = ["fuzz/*"]\n'))
         c.publish(write_algorithm(root / "capped", "fuzz/capped", "1.0.0", ECHO,
                                   extra_toml="[scaling]\nmax_instances = 1\n"))
         warming = [c.algo(n).set_options(timeout=60).pipe("warm") for n in (*REAL, "fuzz/capped")]
@@ -403,13 +404,13 @@ def test_http_content_type_and_grpc_encoding(mesh, mesh_survives, tmp_path_facto
 
 @pytest.fixture(scope="module")
 def sidecar(mesh, published):
-    """A channel to fuzz/echo's sidecar (TCP, where other sidecars and the ingress call it)."""
+    """A channel to fuzz/echo's sidecar (TCP, mTLS, where other sidecars and the ingress call
+    it), with a mesh certificate naming fuzz/raises, which may call it."""
     with mesh.client() as c:
         [instance] = c.instances("fuzz/echo")
-    with grpc.insecure_channel(instance.address, options=_wire.CHANNEL_OPTIONS) as ch:
-        o = call(ch.unary_unary(_wire.CALL_METHOD), call_request(payload_pb2.CONTENT_TYPE_TEXT, b"hi"), mesh.auth)
-        if o.code is grpc.StatusCode.UNAVAILABLE and o.info is None:
-            pytest.skip(f"the sidecar no longer takes plaintext calls (mTLS): {o.details}")
+    with mesh.mesh_channel(instance.address, "fuzz/raises@1.0.0") as ch:
+        o = call(ch.unary_unary(_wire.CALL_METHOD), call_request(payload_pb2.CONTENT_TYPE_TEXT, b"hi"), ())
+        assert o.ok, o
         yield ch
 
 
@@ -428,8 +429,8 @@ sidecar_headers = st.lists(st.one_of(
 @fuzz(150)
 @given(body=bodies, metadata=st.tuples(sidecar_headers, headers).map(lambda h: h[0] + h[1]))
 def test_sidecar_inbound_with_any_body_and_headers(mesh, sidecar, mesh_survives, body, metadata):
-    """A sidecar believes algomesh-caller and algomesh-path (from other sidecars; mTLS is to
-    prove them): whatever they say, its answers stay typed."""
+    """A sidecar believes the caller its certificate names, and algomesh-path from mesh
+    peers: whatever the headers claim, its answers stay typed."""
     o = call(sidecar.unary_unary(_wire.CALL_METHOD), body, (*mesh.auth, *metadata))
     event(typed(o))
     if o.ok:

@@ -289,3 +289,21 @@ class RevokeKeyRequest(_message.Message):
 class RevokeKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class IssueCertificateRequest(_message.Message):
+    __slots__ = ("identity", "lifetime_seconds")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    lifetime_seconds: int
+    def __init__(self, identity: _Optional[str] = ..., lifetime_seconds: _Optional[int] = ...) -> None: ...
+
+class IssueCertificateResponse(_message.Message):
+    __slots__ = ("ca", "cert", "key")
+    CA_FIELD_NUMBER: _ClassVar[int]
+    CERT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ca: str
+    cert: str
+    key: str
+    def __init__(self, ca: _Optional[str] = ..., cert: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...

@@ -99,6 +99,11 @@ class RegistryStub:
                 request_serializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
+        self.IssueCertificate = channel.unary_unary(
+                '/algomesh.v1.Registry/IssueCertificate',
+                request_serializer=algomesh_dot_v1_dot_registry__pb2.IssueCertificateRequest.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_registry__pb2.IssueCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -194,6 +199,14 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCertificate(self, request, context):
+        """A mesh certificate for an operator's tools (grpcurl, health checks of a sidecar):
+        admin keys only; valid for this run of the control plane's mesh CA.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -261,6 +274,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.FromString,
                     response_serializer=algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'IssueCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCertificate,
+                    request_deserializer=algomesh_dot_v1_dot_registry__pb2.IssueCertificateRequest.FromString,
+                    response_serializer=algomesh_dot_v1_dot_registry__pb2.IssueCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -614,6 +632,33 @@ class Registry:
             '/algomesh.v1.Registry/RevokeKey',
             algomesh_dot_v1_dot_registry__pb2.RevokeKeyRequest.SerializeToString,
             algomesh_dot_v1_dot_registry__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/algomesh.v1.Registry/IssueCertificate',
+            algomesh_dot_v1_dot_registry__pb2.IssueCertificateRequest.SerializeToString,
+            algomesh_dot_v1_dot_registry__pb2.IssueCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,139 @@
+"""Identity the mesh vouches for: mutual TLS between sidecars, with a mesh CA.
+
+``algomesh up`` creates the mesh CA when it starts. The CA's key lives only in the
+control plane's memory (never on disk, where an algorithm running as the same user could
+read it); a restart makes a new CA, and its instances start afresh with it. Each instance
+gets its own short-lived certificate whose common name is its algorithm and version
+(``owner/name@1.2.3``); the control plane's own certificate says ``algomesh:control-plane``.
+The instance's key reaches its sidecar through a pipe, never through a file, and the
+runner never sees it.
+
+Every mesh connection — sidecar to sidecar, ingress to sidecar, sidecar to the control
+plane's mesh port — is TLS 1.3 with a certificate on both ends, checked against the CA;
+a peer without one is refused in the handshake. A server believes who is calling only
+from the certificate: ``peer_identity`` reads it. All certificates also name one DNS
+name, ``mesh.algomesh``, which clients verify the server against, so instances can move
+between addresses without new certificates.
+
+``MeshTransport`` is the one place that knows whether the mesh is secure: it opens
+channels and ports either way (``--insecure``: plain TCP, identities taken on trust).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+SERVER_NAME = "mesh.algomesh"
+CONTROL_PLANE = "algomesh:control-plane"
+DEFAULT_LIFETIME = 24 * 3600.0  # seconds an instance certificate is valid
+_SKEW = datetime.timedelta(minutes=5)  # clocks differ a little between hosts
+
+
+@dataclass(frozen=True)
+class MeshCredentials:
+    """One party's key and certificate, and the CA that vouches for its peers (PEM)."""
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({k: getattr(self, k).decode() for k in ("ca", "cert", "key")}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "MeshCredentials":
+        d = json.loads(data)
+        return cls(d["ca"].encode(), d["cert"].encode(), d["key"].encode())
+
+    @property
+    def identity(self) -> str:
+        cert = x509.load_pem_x509_certificate(self.cert)
+        return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+    @property
+    def not_after(self) -> float:
+        return x509.load_pem_x509_certificate(self.cert).not_valid_after_utc.timestamp()
+
+
+class MeshCA:
+    def __init__(self, lifetime: float = DEFAULT_LIFETIME) -> None:
+        self.lifetime = lifetime
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "algomesh mesh CA")])
+        self._cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(self._key, hashes.SHA256()))
+        self.ca_pem = self._cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, identity: str, lifetime: float | None = None) -> MeshCredentials:
+        """A new key and a certificate naming ``identity`` (``owner/name@version``)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+            .issuer_name(self._cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _SKEW)
+            .not_valid_after(now + datetime.timedelta(seconds=lifetime or self.lifetime))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self._key, hashes.SHA256()))
+        return MeshCredentials(
+            ca=self.ca_pem, cert=cert.public_bytes(serialization.Encoding.PEM),
+            key=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
+    """The common name on the calling peer's verified certificate; None on a plain connection."""
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if names else None
+
+
+class MeshTransport:
+    """Channels and ports between mesh parties: mTLS with ``creds``, plain without."""
+
+    def __init__(self, creds: MeshCredentials | None) -> None:
+        self.creds = creds
+        if creds is not None:
+            self._channel_creds = grpc.ssl_channel_credentials(
+                root_certificates=creds.ca, private_key=creds.key, certificate_chain=creds.cert)
+            self._server_creds = grpc.ssl_server_credentials(
+                [(creds.key, creds.cert)], root_certificates=creds.ca, require_client_auth=True)
+
+    @property
+    def secure(self) -> bool:
+        return self.creds is not None
+
+    def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+        if self.creds is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, self._channel_creds,
+                                       options=(*options, ("grpc.ssl_target_name_override", SERVER_NAME)))
+
+    def listen(self, server: grpc.aio.Server, address: str) -> int:
+        if self.creds is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, self._server_creds)
+
+    def identify(self, context: grpc.aio.ServicerContext) -> str | None:
+        """Who the peer is, as its certificate says; None when the mesh is not secure."""
+        return peer_identity(context) if self.creds is not None else None
