@@ -101,6 +101,15 @@ def principal_of(record: registry_pb2.ApiKey) -> Principal:
                      pipelines=not record.no_pipelines, key_id=record.id)
 
 
+def credential_of(metadata) -> str | None:
+    """The one ``authorization`` header of a request's metadata; more than one is refused
+    (servers that read different ones would disagree about who is calling)."""
+    found = [v for k, v in metadata or () if k == "authorization"]
+    if len(found) > 1:
+        raise error("UNAUTHENTICATED", "send one authorization header, not several")
+    return found[0] if found else None
+
+
 def authenticate(header: str | None, keys: Mapping[str, registry_pb2.ApiKey]) -> Principal:
     """The principal of an ``authorization: Simple <key>`` header, or UNAUTHENTICATED.
     ``keys`` maps key ids to records (the registry view's)."""

@@ -32,6 +32,7 @@ from .versions import parse_version
 
 FILENAME = "algomesh.toml"
 RUNTIMES = ("python", "node", "go", "rust", "cpp", "java", "exec")
+MAX_INSTANCES = 64  # instances of one version, whatever a manifest or a Scale asks
 _TOP_KEYS = {"name", "version", "runtime", "entrypoint", "description", "deterministic",
              "permissions", "scaling", "build"}
 
@@ -78,8 +79,10 @@ def parse_manifest(text: str) -> registry_pb2.Manifest:
     numbers = {k: _get(scaling, k, int, d) for k, d in
                (("min_instances", 0), ("max_instances", 0), ("idle_seconds", 300), ("concurrency", 1),
                 ("max_in_flight", 64))}
-    if any(v < 0 for v in numbers.values()):
-        raise _bad("scaling numbers must be >= 0")
+    if any(not 0 <= v <= 2**32 - 1 for v in numbers.values()):
+        raise _bad("scaling numbers must be between 0 and 4294967295")
+    if numbers["min_instances"] > MAX_INSTANCES or numbers["max_instances"] > MAX_INSTANCES:
+        raise _bad(f"scaling.min_instances and max_instances are at most {MAX_INSTANCES} on this mesh")
     if numbers["max_instances"] and numbers["max_instances"] < max(1, numbers["min_instances"]):
         raise _bad("scaling.max_instances (0 = no limit) must be at least max(1, min_instances)")
     if numbers["concurrency"] < 1:
@@ -103,4 +106,8 @@ def read_manifest(folder: Path) -> registry_pb2.Manifest:
     path = Path(folder) / FILENAME
     if not path.is_file():
         raise error("INVALID_ARCHIVE", f"no {FILENAME} at the root of {folder}")
-    return parse_manifest(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad(f"{FILENAME} is not UTF-8 text: {exc}") from None
+    return parse_manifest(text)

@@ -49,6 +49,7 @@ class Version:
 
 def parse_version(text: str) -> Version:
     """Parse an exact semver version; raise InvalidError (INVALID_VERSION) otherwise."""
+    _check_length(text)
     m = _SEMVER.match(text or "")
     if not m:
         raise error("INVALID_VERSION", f"{text!r} is not a semantic version such as 1.2.3")
@@ -77,8 +78,17 @@ class Spec:
         return True
 
 
+MAX_LENGTH = 128
+
+
+def _check_length(text: str) -> None:
+    if text and len(text) > MAX_LENGTH:
+        raise error("INVALID_VERSION", f"a version is at most {MAX_LENGTH} characters ({text[:40]!r}… has {len(text)})")
+
+
 def parse_spec(text: str) -> Spec:
     text = (text or "").strip()
+    _check_length(text)
     if text in ("", "latest", "*"):
         return Spec("latest")
     m = _RANGE.match(text)

@@ -179,15 +179,33 @@ def error(reason: str, message: str, *, stacktrace: str = "", **metadata: str) -
     return cls(message, reason=reason, metadata=metadata, stacktrace=stacktrace)
 
 
+# A status travels in trailing metadata, which gRPC caps at 8 KiB by default: the message
+# twice (grpc-message, percent-encoded: up to 3 bytes per byte; and in the details, base64:
+# 4 per 3) and the stack trace once. Cut to these sizes (in UTF-8 bytes) so that an error
+# quoting a long input or a long algorithm message keeps its type instead of being lost.
+MESSAGE_BYTES, STACK_BYTES, META_BYTES = 512, 2560, 160
+
+
+def _cut(text: str, limit: int, *, tail: bool = False) -> str:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    if tail:  # a stack trace's end is where the error is
+        return "…(cut)\n" + raw[-limit:].decode("utf-8", "ignore")
+    return raw[:limit].decode("utf-8", "ignore") + "…(cut)"
+
+
 def to_status(exc: AlgomeshError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """(code, details, trailing metadata) for ``context.abort`` on a grpc.aio server."""
     code = exc.code
-    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata)
+    message = _cut(exc.message, MESSAGE_BYTES)
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN,
+                                       metadata={_cut(k, 64): _cut(str(v), META_BYTES) for k, v in exc.metadata.items()})
     details = [_pack(info)]
     if exc.stacktrace:
-        details.append(_pack(error_details_pb2.DebugInfo(detail=exc.stacktrace)))
-    status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
-    return code, exc.message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+        details.append(_pack(error_details_pb2.DebugInfo(detail=_cut(exc.stacktrace, STACK_BYTES, tail=True))))
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return code, message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
 def from_status(

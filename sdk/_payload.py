@@ -66,6 +66,6 @@ def decode(payload: payload_pb2.Payload) -> Any:
     if ct == JSON:
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # also: nested too deep, a 5000-digit integer
             raise error("INVALID_INPUT", f"payload declared JSON is not valid JSON: {exc}") from None
     raise error("INVALID_INPUT", f"unsupported content type {ct}")

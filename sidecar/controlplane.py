@@ -24,12 +24,12 @@ from pathlib import Path
 from algomesh import _wire
 from algomesh._errors import AlgomeshError, error
 from algomesh.registry.artifacts import ArtifactStore
-from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key
-from algomesh.registry.service import Registry, RegistryServicer
+from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key, credential_of
+from algomesh.registry.service import Registry, RegistryServicer, registry_handler
 from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import owner_of, resolve_in
 from algomesh.registry.view import RegistryView
-from algomesh.v1 import registry_pb2, registry_pb2_grpc
+from algomesh.v1 import registry_pb2
 
 from .launcher import LocalLauncher
 from .meshtls import CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
@@ -98,8 +98,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     def identify_client(context) -> Principal:
         if cfg.insecure:
             return ANYONE
-        header = next((v for k, v in context.invocation_metadata() or () if k == _wire.AUTH_KEY), None)
-        return verify_key(header, view.keys)
+        return verify_key(credential_of(context.invocation_metadata()), view.keys)
 
     def identify_sidecar(context) -> Principal:
         """A sidecar is the algorithm its mesh certificate names."""
@@ -135,8 +134,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     directory.table.apply(view.snapshot())
     router = Router(directory, transport=transport)
 
-    registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
-    registry_pb2_grpc.add_RegistryServicer_to_server(mesh_servicer, mesh_server)
+    server.add_generic_rpc_handlers((registry_handler(servicer),))
+    mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer),))
     ingress = ingress_stack(router, max_payload=cfg.max_payload,
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))

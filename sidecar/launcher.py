@@ -22,6 +22,7 @@ from typing import Callable
 
 from algomesh._errors import AlgomeshError, error
 from algomesh.registry.artifacts import ArtifactStore
+from algomesh.registry.manifest import MAX_INSTANCES
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
@@ -108,6 +109,9 @@ class LocalLauncher:
         if limit and count > limit:
             raise error("INVALID_INPUT", f"{m.name} {m.version} allows at most {limit} instances "
                         "(scaling.max_instances in algomesh.toml)", algorithm=m.name, version=m.version)
+        if count > MAX_INSTANCES:
+            raise error("INVALID_INPUT", f"at most {MAX_INSTANCES} instances of one version run on this mesh",
+                        algorithm=m.name, version=m.version)
         mine = sorted((c for c in self._children.values()
                        if c.name == m.name and c.version == m.version and c.process.returncode is None),
                       key=lambda c: c.started)

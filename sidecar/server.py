@@ -49,14 +49,14 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         target = token = path = caller = credential = key_owner = ""
-        pipelines = True
+        pipelines, credentials = True, 0
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
             elif key == _wire.CALL_KEY and outbound:
                 token = value
             elif key == _wire.AUTH_KEY and ingress:
-                credential = value
+                credential, credentials = value, credentials + 1
             elif inbound:
                 if key == _wire.PATH_KEY:
                     path = value
@@ -67,6 +67,8 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
                 elif key == _wire.NO_PIPELINES_KEY:
                     pipelines = False
         try:
+            if credentials > 1:
+                raise error("UNAUTHENTICATED", "send one authorization header, not several")
             if peer is not None:
                 proven = peer(context)
                 if not proven:

@@ -26,9 +26,8 @@ Rejections that gRPC makes itself, before any algomesh code runs (an undecodable
 to a typed servicer, bad framing, oversize headers...), carry no ErrorInfo. They are not
 folded into the property: ``test_*_by_grpc_untyped`` assert exactly what is observed.
 
-Known bugs are kept out of the random domain (see ``KNOWN BUGS`` below); bugs 1-5 are each
-pinned by an ``xfail(strict=True)`` example, which starts passing -- and so failing
-strictly -- when the bug is fixed. Bug 6 is not exercised: it would exhaust the machine.
+Bugs this file found are fixed; each keeps a regression test at the end (see ``FOUND AND
+FIXED`` below), and the random domain now covers the inputs that triggered them.
 """
 from __future__ import annotations
 
@@ -85,26 +84,26 @@ def fuzz(examples: int) -> settings:
 
 
 # ---------------------------------------------------------------------------------------
-# KNOWN BUGS: inputs that trigger them are kept out of the random domain; 1-5 are pinned
-# by xfail(strict=True) tests at the end of this file.
-#  1. Error messages quote the caller's input whole; once the status (message + the same
-#     message again in grpc-status-details-bin) outgrows gRPC's 8 KiB metadata limit the
-#     typed error is lost (an algorithm's long exception message even comes back as
-#     PAYLOAD_TOO_LARGE). Strings that errors may quote are clipped to MAX_QUOTED bytes.
-MAX_QUOTED = 1200
-#  2. A version number of more than 4300 digits is INTERNAL (int() refuses it), not
-#     INVALID_VERSION.
-HUGE_NUMBER = re.compile(r"\d{4300}")
-#  3. A non-UTF-8 algomesh.toml is INTERNAL (UnicodeDecodeError), not INVALID_MANIFEST.
-#  4. A scaling number above 2**32-1 is INTERNAL (protobuf's ValueError), not INVALID_MANIFEST.
+# FOUND AND FIXED (regression tests at the end of this file):
+#  1. Error messages quoted the caller's input whole; past gRPC's 8 KiB metadata limit the
+#     typed error was lost (an algorithm's long exception even came back as
+#     PAYLOAD_TOO_LARGE). Statuses are now cut to fit (sdk/_errors.py, to_status).
+MAX_QUOTED = 20_000
+#  2. A version number of more than 4300 digits was INTERNAL (int() refused it).
+#  3. A non-UTF-8 algomesh.toml was INTERNAL (UnicodeDecodeError).
+#  4. A scaling number above 2**32-1 was INTERNAL (protobuf's ValueError).
 UINT32 = 2**32 - 1
 #  5. JSON nested deeper than ~1000 levels, or with an integer of more than 4300 digits,
-#     is an untyped UNKNOWN from the runner (INTERNAL through the mesh), not INVALID_INPUT.
-MAX_JSON_DEPTH = 200
-#  6. Scale (and scaling.min_instances) has no upper bound when max_instances is 0 (the
-#     default): Scale(fuzz/echo, 2**32-1) would try to start four billion instances. So
-#     Scale is fuzzed against fuzz/capped (max_instances = 1) and unknown targets only, and
-#     published manifests never ask for min_instances > 0.
+#     was an untyped UNKNOWN from the runner (INTERNAL through the mesh).
+MAX_JSON_DEPTH = 5000
+#  6. Scale (and scaling.min_instances) had no upper bound: Scale(fuzz/echo, 2**32-1) would
+#     have tried to start four billion instances. Now at most 64 per version. (Scale is still
+#     fuzzed against fuzz/capped and unknown targets only, and manifests never ask for
+#     min_instances in 1..64: those would really start that many instances.)
+#  7. The Registry's requests were parsed by gRPC, which answered an undecodable one with an
+#     untyped UNKNOWN (and a logged traceback, before any key was checked); now INVALID_INPUT.
+#  8. Two authorization headers were read differently by the ingress (the last) and the
+#     registry (the first); now both refuse them.
 # ---------------------------------------------------------------------------------------
 
 
@@ -228,7 +227,8 @@ headers = st.lists(st.one_of(
 number = st.one_of(st.integers(0, 20), st.integers(0, 10**40)).map(str)
 version_like = st.one_of(
     st.sampled_from(["1.0.0", "1.*", "1.0.*", "latest", "*", "", "0.0.1", "1.0.0-rc.1", "2.*", "01.0.0",
-                     "1.0", "1.0.0.0", "1.0.0+build.5", " 1.0.0 ", "1.x", "-1.0.0", "1.0.0-", "1..0"]),
+                     "1.0", "1.0.0.0", "1.0.0+build.5", " 1.0.0 ", "1.x", "-1.0.0", "1.0.0-", "1..0",
+                     "1" * 4400 + ".0.0", "1." + "2" * 5000 + ".*"]),
     st.builds("{}.{}.{}".format, number, number, number),
     st.builds("{}.*".format, number),
     st.text(PRINTABLE, max_size=40),
@@ -237,7 +237,7 @@ junk_targets = st.one_of(
     st.text(PRINTABLE, max_size=120),
     st.text("ab/.-_*1 ", max_size=40),                               # dense in separators
     st.tuples(st.sampled_from(["fuzz/", "fuzz/echo/", "fuzz/echo/1.0.0-"]),     # long
-              st.integers(100, MAX_QUOTED - 40)).map(lambda t: t[0] + "e" * t[1]),
+              st.integers(100, 7000)).map(lambda t: t[0] + "e" * t[1]),  # request headers: 8 KiB soft limit
 )
 targets = st.one_of(
     st.sampled_from(REAL),
@@ -629,8 +629,8 @@ manifests = st.fixed_dictionaries(
             junk_value),
         "scaling": st.one_of(
             st.fixed_dictionaries({}, optional={
-                # min_instances > 0 would start instances, unbounded (bug 6)
-                "min_instances": st.one_of(st.integers(-5, 0), st.text(max_size=5), st.floats()),
+                # min_instances in 1..64 would really start instances (see 6 above)
+                "min_instances": st.one_of(st.integers(-5, 0), st.integers(65, 2**70), st.text(max_size=5), st.floats()),
                 "max_instances": scaling_number, "idle_seconds": scaling_number,
                 "concurrency": scaling_number, "max_in_flight": scaling_number}),
             junk_value),
@@ -687,33 +687,11 @@ def manifest_bytes(archive: bytes) -> bytes | None:
     return None
 
 
-def known_bug(archive: bytes) -> str | None:
-    """Which known bug (see KNOWN BUGS) the archive's manifest would trigger, if any."""
-    raw = manifest_bytes(archive)
-    if raw is None:
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "3: non-UTF-8 algomesh.toml"
-    if HUGE_NUMBER.search(text):
-        return "2: a version number of more than 4300 digits"
-    if re.search(r"\d{10,}", text):  # maybe a scaling number over uint32
-        try:
-            scaling = tomllib.loads(text).get("scaling")
-        except Exception:
-            return None
-        if isinstance(scaling, dict) and any(type(v) is int and v > UINT32 for v in scaling.values()):
-            return "4: a scaling number over 2**32-1"
-    return None
-
-
 @fuzz(300)
 @given(archive=archives, private=st.booleans())
 @example(archive=b"", private=False)
 @example(archive=good_archive[: len(good_archive) // 2], private=False)
 def test_publish_with_garbage_and_hostile_archives(mesh, channel, mesh_survives, archive, private):
-    assume(known_bug(archive) is None)
     o = call(registry(channel, "Publish"), registry_pb2.PublishRequest(archive=archive, private=private).SerializeToString(),
              mesh.auth)
     event(typed(o, f"archive of {len(archive)} bytes"))
@@ -863,16 +841,12 @@ def undecodable(cls):
 
 @fuzz(60)
 @given(data=st.data(), method=st.sampled_from(sorted(REQUESTS)))
-def test_undecodable_registry_request_is_rejected_by_grpc_untyped(mesh, channel, mesh_survives, data, method):
-    """FINDING: the Registry's servicer is generated with a deserializer, so a body that is
-    not the request message never reaches algomesh code: gRPC answers UNKNOWN "Unexpected
-    <class 'google.protobuf.message.DecodeError'>..." with no ErrorInfo (and the mesh logs
-    a traceback for every such request). The ingress and the runner's Apply take raw bytes
-    and answer INVALID_INPUT instead."""
+def test_undecodable_registry_request_is_invalid_input(mesh, channel, mesh_survives, data, method):
+    """The Registry parses its own requests (7 above): a body that is not the request
+    message is INVALID_INPUT, with or without a key."""
     body = data.draw(undecodable(REQUESTS[method]))
     o = call(registry(channel, method), body, mesh.auth)
-    assert o.code is grpc.StatusCode.UNKNOWN and o.info is None, (o.code, o.details)
-    assert o.details.startswith("Unexpected <class 'google.protobuf.message.DecodeError'>: Error parsing message"), o.details
+    assert typed(o) == "INVALID_INPUT", (o.code, o.details)
 
 
 @fuzz(20)
@@ -936,46 +910,60 @@ def test_bad_grpc_framing_is_rejected_by_grpc_untyped(mesh, mesh_survives, tmp_p
             assert (o.code, o.info) == (expected[0], None) and o.details.startswith(expected[1]), (name, o.code, o.details)
 
 
-# --- known bugs, one example each (see KNOWN BUGS above) --------------------------------
+# --- found and fixed, one regression example each (see FOUND AND FIXED above) -----------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 1: errors quote the input whole; over gRPC's metadata limit the "
-                                       "typed error is lost (RESOURCE_EXHAUSTED, no ErrorInfo)")
-def test_bug_long_input_quoted_in_an_error_loses_its_type(mesh, channel):
+def test_fixed_1_a_long_input_quoted_in_an_error_keeps_its_type(mesh, channel):
+    """fixed 1: an error quoting a 20 000-character target stays typed (the status is cut to fit)"""
     o = call(registry(channel, "Resolve"), registry_pb2.ResolveRequest(target="x" * 20_000).SerializeToString(), mesh.auth)
     assert typed(o) == "INVALID_TARGET"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 1: an algorithm's long error message is lost "
-                                                             "on the way back and relabelled PAYLOAD_TOO_LARGE")
-def test_bug_long_algorithm_error_comes_back_as_payload_too_large(mesh, channel):
+def test_fixed_1_a_long_algorithm_error_stays_an_algorithm_error(mesh, channel):
+    """fixed 1: an algorithm's 20 000-character exception comes back as ALGORITHM_ERROR, not PAYLOAD_TOO_LARGE"""
     o = call(channel.unary_unary(_wire.CALL_METHOD), call_request(payload_pb2.CONTENT_TYPE_JSON, b'{"fuzz-long-message": 20000}'),
              (*mesh.auth, (_wire.TARGET_KEY, "fuzz/raises")))
     assert typed(o) == "ALGORITHM_ERROR"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 2: a version number over 4300 digits is INTERNAL (int() ValueError)")
-def test_bug_version_with_a_huge_number_is_internal(mesh, channel):
+def test_fixed_2_a_version_with_a_huge_number_is_typed(mesh, channel):
+    """fixed 2: a version number of 4400 digits is INVALID_VERSION, not INTERNAL"""
     o = call(channel.unary_unary(_wire.CALL_METHOD), call_request(payload_pb2.CONTENT_TYPE_TEXT, b"x"),
              (*mesh.auth, (_wire.TARGET_KEY, "fuzz/echo/" + "1" * 4400 + ".0.0")))
     assert typed(o) in ("INVALID_VERSION", "VERSION_NOT_FOUND")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 3: a non-UTF-8 algomesh.toml is INTERNAL (UnicodeDecodeError)")
-def test_bug_non_utf8_manifest_is_internal(mesh, channel):
+def test_fixed_3_a_non_utf8_manifest_is_invalid_manifest(mesh, channel):
+    """fixed 3: a non-UTF-8 algomesh.toml is INVALID_MANIFEST, not INTERNAL"""
     archive = tar_gz([member("algomesh.toml", b"name = \"pub/x\"\xff\n"), member("main.py", MAIN)])
     o = call(registry(channel, "Publish"), registry_pb2.PublishRequest(archive=archive).SerializeToString(), mesh.auth)
     assert typed(o) == "INVALID_MANIFEST"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 4: a scaling number over 2**32-1 is INTERNAL (protobuf ValueError)")
-def test_bug_scaling_number_over_uint32_is_internal(mesh, channel):
+def test_fixed_4_a_scaling_number_over_uint32_is_invalid_manifest(mesh, channel):
+    """fixed 4: a scaling number over 2**32-1 is INVALID_MANIFEST, not INTERNAL"""
     archive = manifest_archive({"name": "pub/big", "version": "1.0.0", "entrypoint": "main.py",
                                 "scaling": {"idle_seconds": 2**32}}, [])
     o = call(registry(channel, "Publish"), registry_pb2.PublishRequest(archive=archive).SerializeToString(), mesh.auth)
     assert typed(o) == "INVALID_MANIFEST"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 5: JSON nested too deep is an untyped UNKNOWN from the runner (RecursionError)")
-def test_bug_deeply_nested_json_is_untyped_at_the_runner(runner):
+def test_fixed_5_deeply_nested_json_is_invalid_input_at_the_runner(runner):
+    """fixed 5: JSON nested 100 000 deep is INVALID_INPUT at the runner, not an untyped UNKNOWN"""
     o = runner.apply(call_request(payload_pb2.CONTENT_TYPE_JSON, nested_json(100_000).encode()))
     assert typed(o) == "INVALID_INPUT"
+
+
+def test_fixed_6_scale_is_bounded(mesh, channel):
+    """6: asking for four billion instances is refused, not attempted."""
+    o = call(registry(channel, "Scale"), registry_pb2.ScaleRequest(target="fuzz/echo", instances=UINT32).SerializeToString(),
+             mesh.auth)
+    assert typed(o) == "INVALID_INPUT" and "at most 64" in o.details
+
+
+def test_fixed_8_two_authorization_headers_are_refused_by_both_services(mesh, channel):
+    junk = ("authorization", "Simple junk")
+    for path, body in ((_wire.CALL_METHOD, call_request(payload_pb2.CONTENT_TYPE_TEXT, b"x")),
+                       ("/algomesh.v1.Registry/ListAlgorithms", b"")):
+        for md in ((*mesh.auth, junk), (junk, *mesh.auth)):
+            o = call(channel.unary_unary(path), body, (*md, (_wire.TARGET_KEY, "fuzz/echo")))
+            assert typed(o) == "UNAUTHENTICATED", (path, md[0][1][:12], o.details)
