@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--insecure", action="store_true",
                     help="DANGEROUS: no API keys and no mesh certificates; anyone who reaches the ports "
                          "can call, publish and scale")
+    up.add_argument("--cert-hours", type=float, default=24.0,
+                    help="lifetime of an instance's mesh certificate; instances are replaced at 2/3 of it "
+                         "(default 24)")
     up.add_argument("--new-admin-key", action="store_true",
                     help="create and print another admin key (when the first one is lost)")
 
@@ -135,6 +138,9 @@ def _up(a: argparse.Namespace) -> int:
         print(f"error: `algomesh up` needs the server extra (pip install 'algomesh[server]'): {exc}",
               file=sys.stderr)
         return 1
+    if not 0.002 <= a.cert_hours <= 24 * 365:
+        print("error: --cert-hours must be between 0.002 (7 s, for tests) and 8760", file=sys.stderr)
+        return 2
     if not 0 < a.max_payload_mb <= _wire.MAX_MESSAGE_BYTES / 2**20:
         print(f"error: --max-payload-mb must be in (0, {_wire.MAX_MESSAGE_BYTES // 2**20}]", file=sys.stderr)
         return 2
@@ -142,7 +148,8 @@ def _up(a: argparse.Namespace) -> int:
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
                                            registry_url=a.registry, health_interval=a.health_interval,
                                            max_payload=int(a.max_payload_mb * 2**20),
-                                           insecure=a.insecure, new_admin_key=a.new_admin_key))
+                                           insecure=a.insecure, new_admin_key=a.new_admin_key,
+                                           cert_lifetime=a.cert_hours * 3600))
     return 0
 
 

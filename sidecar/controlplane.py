@@ -32,7 +32,7 @@ from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2
 
 from .launcher import LocalLauncher
-from .meshtls import CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
+from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
 from .auth import authenticate
@@ -58,6 +58,7 @@ class UpConfig:
     health_interval: float = 1.0  # seconds between health probes of each instance
     max_payload: int = 10 * 1024 * 1024  # bytes in one unary call
     insecure: bool = False        # no API keys, no mesh certificates
+    cert_lifetime: float = 24 * 3600.0  # seconds an instance's mesh certificate is valid
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
     @property
@@ -89,8 +90,9 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                          "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
     # The mesh CA: made afresh on every start, its key only in this process's memory.
-    ca = None if cfg.insecure else MeshCA()
-    transport = MeshTransport(ca.issue(CONTROL_PLANE) if ca else None)
+    # The control plane's own certificate lasts as long as the CA: it holds the CA's key anyway.
+    ca = None if cfg.insecure else MeshCA(lifetime=cfg.cert_lifetime)
+    transport = MeshTransport(ca.issue(CONTROL_PLANE, lifetime=CA_LIFETIME) if ca else None)
     mesh_server, mesh_health = new_server([REGISTRY_SERVICE])
     mesh_port = transport.listen(mesh_server, f"{cfg.host}:0")
     mesh_address = f"{cfg.host}:{mesh_port}"
@@ -151,6 +153,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         admin_key, _ = await registry.create_key("admin", admin=True, data="write")
     prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval, transport).run())
     reservations = asyncio.ensure_future(_reserve(view, launcher))
+    # Instances are replaced at 2/3 of their certificate's lifetime, well before it expires.
+    rotation = asyncio.ensure_future(launcher.rotate(every=cfg.cert_lifetime * 2 / 3)) if ca else None
     announce(f"algomesh up: listening on {address}")
     announce(f"  mesh      {mesh_address} (sidecars; {'plain' if cfg.insecure else 'mTLS, mesh CA made at start'})")
     if cfg.insecure:
@@ -175,6 +179,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     log.info("stopping")
     prober.cancel()
     reservations.cancel()
+    if rotation is not None:
+        rotation.cancel()
     await health.not_serving()
     await mesh_health.not_serving()
     await launcher.stop_all()       # while the server still answers their deregistration

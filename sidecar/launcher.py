@@ -39,6 +39,7 @@ class _Child:
     id: str
     name: str
     version: str
+    info: registry_pb2.VersionInfo
     process: Child
     log_path: Path
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,7 +150,7 @@ class LocalLauncher:
                 new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
                 stdin=creds,
                 env=child_env({"PYTHONPYCACHEPREFIX": str(self.log_dir.parent / "pycache")}))
-        child = _Child(iid, m.name, m.version, proc, log_path)
+        child = _Child(iid, m.name, m.version, info, proc, log_path)
         self._children[iid] = child
         reaper = asyncio.ensure_future(self._reap(child))
         self._reapers.add(reaper)
@@ -182,6 +183,28 @@ class LocalLauncher:
                 await self.registry.deregister_instance(child.id)
             except AlgomeshError as exc:  # e.g. Consul unreachable: its TTL check expires instead
                 log.warning("could not deregister instance %s: %s", child.id, exc)
+
+    # certificate rotation ------------------------------------------------------------
+
+    async def rotate(self, every: float) -> None:
+        """Replace each instance once it has run ``every`` seconds (before its mesh
+        certificate expires): start its successor first, then stop it, so the version
+        always has a ready instance. Runs until cancelled."""
+        while True:
+            await asyncio.sleep(max(0.5, min(5.0, every / 8)))
+            now = time.monotonic()
+            due = [c for c in self._children.values()
+                   if c.instance is not None and c.process.returncode is None and now - c.started > every]
+            for child in due:
+                if self._stopping:
+                    return
+                log.info("rotating instance %s of %s %s (its certificate ages)", child.id, child.name, child.version)
+                try:
+                    await self._start(child.info)
+                except AlgomeshError as exc:  # keep the old one until a successor starts
+                    log.error("could not start a successor to %s: %s", child.id, exc)
+                    continue
+                await self._stop_child(child)
 
     # shutdown -----------------------------------------------------------------------
 

@@ -4,7 +4,9 @@
 control plane's memory (never on disk, where an algorithm running as the same user could
 read it); a restart makes a new CA, and its instances start afresh with it. Each instance
 gets its own short-lived certificate whose common name is its algorithm and version
-(``owner/name@1.2.3``); the control plane's own certificate says ``algomesh:control-plane``.
+(``owner/name@1.2.3``), valid for a day by default (``algomesh up --cert-hours``); the
+launcher replaces an instance at two thirds of that, starting its successor first. The
+control plane's own certificate says ``algomesh:control-plane``.
 The instance's key reaches its sidecar through a pipe, never through a file, and the
 runner never sees it.
 
@@ -34,6 +36,7 @@ from cryptography.x509.oid import NameOID
 SERVER_NAME = "mesh.algomesh"
 CONTROL_PLANE = "algomesh:control-plane"
 DEFAULT_LIFETIME = 24 * 3600.0  # seconds an instance certificate is valid
+CA_LIFETIME = 3650 * 86400.0
 _SKEW = datetime.timedelta(minutes=5)  # clocks differ a little between hosts
 
 
@@ -71,7 +74,7 @@ class MeshCA:
         self._cert = (
             x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=3650))
+            .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(seconds=CA_LIFETIME))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False,
