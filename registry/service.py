@@ -184,12 +184,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         """Whose private versions resolve: the principal's owner (an admin may ask for anyone's)."""
         return asked if who.admin and asked else who.owner
 
+    @staticmethod
+    def _manager(who: Principal, name: str) -> str:
+        """Whose private versions resolve for a lookup or a change: the owner's, for an admin."""
+        return owner_of(name) if who.admin else who.owner
+
     @rescued
     async def Resolve(self, request, context):
         who = self.identify(context)
-        who.check_call(parse_target(request.target).name)
-        return registry_pb2.ResolveResponse(
-            version=await self.registry.resolve(request.target, self._requester(who, request.requester)))
+        name = parse_target(request.target).name
+        who.check_call(name)
+        requester = request.requester if who.admin and request.requester else self._manager(who, name)
+        return registry_pb2.ResolveResponse(version=await self.registry.resolve(request.target, requester))
 
     @rescued
     async def ListAlgorithms(self, request, context):
@@ -230,8 +236,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         who = self.identify(context)
         if self.scaler is None:
             raise error("LAUNCH_FAILED", "this registry has no launcher")
-        who.check_owns(parse_target(request.target).name, "scale")
-        info = await self.registry.resolve(request.target, who.owner)
+        name = parse_target(request.target).name
+        who.check_owns(name, "scale")
+        info = await self.registry.resolve(request.target, self._manager(who, name))
         instances = await self.scaler(info, request.instances)
         return registry_pb2.ScaleResponse(version=info, instances=instances)
 
@@ -312,15 +319,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.IssueCertificateResponse(ca=ca.decode(), cert=cert.decode(), key=key.decode())
 
 
-def registry_handler(servicer: RegistryServicer) -> grpc.GenericRpcHandler:
+# What sidecars use; the mesh port serves nothing else.
+MESH_METHODS = frozenset({"Locate", "Resolve", "Watch", "RegisterInstance", "DeregisterInstance"})
+
+
+def registry_handler(servicer: RegistryServicer, only: frozenset[str] | None = None) -> grpc.GenericRpcHandler:
     """The Registry service with requests parsed here rather than by grpc, so that an
     undecodable request is a typed INVALID_INPUT (grpc's own answer is an untyped UNKNOWN,
-    and a logged traceback per request, before any key is checked)."""
+    and a logged traceback per request, before any key is checked). ``only``: the methods
+    served; the others are refused (PERMISSION_DENIED) on this port."""
     service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     handlers = {}
     for method in service.methods:
         cls = getattr(registry_pb2, method.input_type.name)
-        impl = getattr(servicer, method.name)
+        impl = getattr(servicer, method.name) if only is None or method.name in only else _refused(method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _streaming(impl, cls), response_serializer=_serialize)
@@ -328,6 +340,13 @@ def registry_handler(servicer: RegistryServicer) -> grpc.GenericRpcHandler:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 _unary(impl, cls), response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _refused(name: str):
+    async def refuse(request, context):
+        await abort(context, error("PERMISSION_DENIED", f"Registry.{name} is not served on the mesh port; use the "
+                                   "public port with an API key", permission="mesh-port"))
+    return refuse
 
 
 def _serialize(message) -> bytes:

@@ -25,7 +25,7 @@ from algomesh import _wire
 from algomesh._errors import AlgomeshError, error
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key, credential_of
-from algomesh.registry.service import Registry, RegistryServicer, registry_handler
+from algomesh.registry.service import MESH_METHODS, Registry, RegistryServicer, registry_handler
 from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import owner_of, resolve_in
 from algomesh.registry.view import RegistryView
@@ -137,7 +137,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     router = Router(directory, transport=transport)
 
     server.add_generic_rpc_handlers((registry_handler(servicer),))
-    mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer),))
+    mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer, only=MESH_METHODS),))
     ingress = ingress_stack(router, max_payload=cfg.max_payload,
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))

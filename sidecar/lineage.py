@@ -6,7 +6,8 @@ runner hands the token to the algorithm, whose pipes carry it back out
 (``algomesh-call``). Outbound, ``lineage`` looks the token up: the pipe inherits the path
 and ends a little before its caller's deadline (10 % of what remains, at most 250 ms,
 kept back so the caller can answer): the deadline shrinks along the pipeline.
-A token is only a reference, so a runner can drop it but not forge a path.
+A token is only a reference, so a runner can drop it but not forge a path, and a pipe that
+drops it is held to the strictest call running (``Contexts.get``).
 
 A call made with an API key created ``--no-pipelines`` may not pipe at all
 (PERMISSION_DENIED, permission ``key:pipelines``). Refused, with the path named: a pipe deeper than ``max_depth`` algorithms
@@ -43,7 +44,18 @@ class Contexts:
         self._by_token: dict[str, Context] = {}
 
     def get(self, token: str) -> Context | None:
-        return self._by_token.get(token) if token else None
+        """The call a pipe belongs to. A pipe without a known token (made from a thread the
+        algorithm started, say) belongs to whatever is running: the one call in flight, or,
+        with several, the strictest of them (the longest path, the earliest deadline, no
+        pipelines if any forbids them), so dropping the token loosens nothing."""
+        found = self._by_token.get(token) if token else None
+        if found is not None or not self._by_token:
+            return found
+        running = list(self._by_token.values())
+        if len(running) == 1:
+            return running[0]
+        return Context(max((c.path for c in running), key=len), min(c.deadline for c in running),
+                       all(c.pipelines for c in running))
 
 
 def track(contexts: Contexts, me: str) -> Layer:

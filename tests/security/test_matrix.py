@@ -22,15 +22,13 @@ An expectation is ``Ok`` (optionally the value) or ``Err(code, reason, permissio
 reason of None means "refused by gRPC itself, no ErrorInfo" (the TLS handshake). Every
 error is also checked for the secrets of every key this module ever made: none may leak.
 
-Known bugs, each pinned by a row marked ``xfail(strict=True)`` (it starts failing, strictly,
-once the bug is fixed: then drop the mark):
-  * a ``--no-pipelines`` key does not stop pipes that carry no call token (an algorithm
-    piping from a worker thread): sidecar/lineage.py lets ``ctx is None`` through;
-  * an admin cannot Scale a private version: RegistryServicer.Scale resolves it as the
-    caller's owner ("admin"), ALGORITHM_NOT_FOUND;
-  * on the mesh port any certificate naming ``mx/<anything>@<v>`` acts as owner mx for
-    every Registry RPC: it revokes mx's API keys and publishes mx's algorithms (also
-    ListKeys and Scale, not pinned here).
+Bugs this matrix found, now fixed (their rows stay):
+  * a ``--no-pipelines`` key did not stop pipes that carry no call token (an algorithm
+    piping from a worker thread); such a pipe is now held to the strictest call running;
+  * an admin could not Scale a private version (it was resolved as owner "admin");
+  * on the mesh port a certificate naming ``mx/<anything>@<v>`` acted as owner mx for
+    every Registry RPC (revoking mx's keys, publishing mx's algorithms); the mesh port now
+    serves only what sidecars use (Locate, Resolve, Watch, Register/DeregisterInstance).
 """
 from __future__ import annotations
 
@@ -118,12 +116,7 @@ class Err:
         if self.reason is None:
             return f"{self.code.name} (handshake)"
         what = self.permission or ("" if self.reason == self.code.name else self.reason)
-        if what == ANY:
-            what = "(any permission)"
         return f"{self.code.name} {what}".rstrip()
-
-
-ANY = "*"  # an xfail row's permission: any name will do once the bug is fixed
 
 
 def denied(permission: str) -> Err:
@@ -196,9 +189,7 @@ ROWS: list[Row] = [
     Row("mx-nopipe", "call", "mx/relay>mx/echo", denied("key:pipelines")),
     Row("mx", "call", "mx/relay>mx/echo", Ok("hi")),
     Row("mx", "call", "mx/threaded>mx/echo", Ok("hi")),
-    Row("mx-nopipe", "call", "mx/threaded>mx/echo", denied("key:pipelines"),
-        xfail="BUG: --no-pipelines fails open for a pipe without a call token (made from a worker thread): "
-              "sidecar/lineage.py lineage() lets ctx=None through"),
+    Row("mx-nopipe", "call", "mx/threaded>mx/echo", denied("key:pipelines")),
     # --- API keys: admin-only RPCs ------------------------------------------------------
     Row("mx", "create-key", "mx", denied("admin")),
     Row("other", "create-key", "other", denied("admin")),
@@ -220,9 +211,7 @@ ROWS: list[Row] = [
     Row("admin", "scale", "mx/echo", Ok("1.0.0")),
     Row("other", "scale", "mx/echo", denied("owner:mx")),
     Row("mx-pub", "scale", "other/relay", denied("owner:other")),
-    Row("admin", "scale", "mx/secret", Ok("1.0.0"),
-        xfail="BUG: an admin may scale every owner's algorithms, but Scale resolves private versions as the "
-              "caller's owner ('admin'): registry/service.py RegistryServicer.Scale -> ALGORITHM_NOT_FOUND"),
+    Row("admin", "scale", "mx/secret", Ok("1.0.0")),
     Row("other", "list-keys", "", _owners_are("other")),
     Row("other", "list-keys", "mx", _owners_are("other")),   # the owner filter is an admin's
     Row("mx", "list-keys", "", _owners_are("mx")),
@@ -299,13 +288,13 @@ ROWS: list[Row] = [
     Row("cert:other/echo@1.0.0", "mesh-resolve", "mx/secret", NO_ALGORITHM, arg="mx"),
     Row("cert:mx/echo@1.0.0", "mesh-locate", "mx/mixed", Ok("2.0.0")),
     Row("cert:other/echo@1.0.0", "mesh-locate", "mx/mixed", Ok("1.0.0")),
-    Row("cert:mx/echo@1.0.0", "mesh-create-key", "mx", denied("admin")),
-    Row("cert:mx/echo@1.0.0", "mesh-issue-cert", "mx/echo@2.0.0", denied("admin")),
-    Row("cert:mx/echo@1.0.0", "mesh-revoke-key", "fresh:mx", denied(ANY),
-        xfail="BUG: on the mesh port a certificate naming any mx/*@* acts as owner mx: it revokes mx's API keys "
-              "(sidecar/controlplane.py identify_sidecar + the full RegistryServicer on the mesh port)"),
-    Row("cert:mx/echo@1.0.0", "mesh-publish", "mx/owned", denied(ANY),
-        xfail="BUG: on the mesh port a certificate naming any mx/*@* publishes new versions of mx's algorithms"),
+    Row("cert:mx/echo@1.0.0", "mesh-create-key", "mx", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-issue-cert", "mx/echo@2.0.0", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-revoke-key", "fresh:mx", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-publish", "mx/owned", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-scale", "mx/echo", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-list-keys", "", denied("mesh-port")),
+    Row("cert:mx/echo@1.0.0", "mesh-list-algorithms", "", denied("mesh-port")),
     # --- 4. runaway pipelines --------------------------------------------------------------
     Row("mx", "call", "mx/relay>other/relay>mx/relay>mx/echo", Err(C.FAILED_PRECONDITION, "CALL_CYCLE")),
     Row("mx", "call", "mx/relay*40>mx/echo", Err(C.FAILED_PRECONDITION, "CALL_DEPTH_EXCEEDED")),
@@ -786,7 +775,8 @@ ACTIONS: dict[str, Callable[[World, Row], Outcome]] = {
                                "scale", "create-key", "list-keys", "revoke-key", "issue-cert",
                                "register-instance", "deregister-instance", "watch")},
     **{f"mesh-{a}": act_mesh_port for a in ("resolve", "locate", "watch", "register", "deregister",
-                                            "create-key", "issue-cert", "revoke-key", "publish")},
+                                            "create-key", "issue-cert", "revoke-key", "publish", "scale",
+                                            "list-keys", "list-algorithms")},
     **{f"insecure-{a}": act_insecure for a in ("banner", "call", "publish", "issue-cert", "mesh-watch")},
 }
 
@@ -819,8 +809,6 @@ def test_matrix(world: World, row: Row):
     if want.reason is None:
         return  # a handshake refusal: gRPC's own, nothing of algomesh's ran
     assert out.info.domain == DOMAIN and REASONS[want.reason].code is want.code
-    if want.permission == ANY:
-        return
     if want.permission is not None or want.reason == "PERMISSION_DENIED":
         assert out.info.metadata.get("permission") == want.permission, dict(out.info.metadata)
 
