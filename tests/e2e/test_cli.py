@@ -110,3 +110,54 @@ def test_mesh_not_running():
                          capture_output=True, timeout=30)
     err = one_line_error(out, "MESH_UNAVAILABLE")
     assert "algomesh up" in err  # the hint says what to do
+
+
+def test_keys_create_list_use_and_revoke(mesh):
+    out = mesh.cli("keys", "create", "--owner", "demo", "--algorithms", "demo/*", "--no-pipelines")
+    key = ok(out).strip()
+    assert key.startswith("amk_") and "\n" not in key            # the key alone on stdout, for scripts
+    note = out.stderr.decode()
+    assert "shown only this once" in note and key not in note
+    key_id = key.split("_")[1]
+    listed = ok(mesh.cli("keys", "list"))
+    [line] = [x for x in listed.splitlines() if x.startswith(key_id)]
+    assert "demo" in line and "algorithms demo/*" in line and "no pipelines" in line and "data read" in line
+    assert key.split("_", 2)[2] not in listed                  # never the secret
+    # the new key: in scope, out of scope, and no pipelines for demo/clean (which pipes)
+    assert ok(mesh.cli("call", "demo/tokenize", "--text", "a b", api_key=key))
+    err = one_line_error(mesh.cli("call", "username/cleaning", "--text", "x", api_key=key), "PERMISSION_DENIED")
+    assert "may call only demo/*" in err
+    one_line_error(mesh.cli("call", "demo/clean", "--text", "x", api_key=key), "PERMISSION_DENIED")
+    # a non-admin key cannot make keys; it lists only its owner's
+    one_line_error(mesh.cli("keys", "create", "--owner", "demo", api_key=key), "PERMISSION_DENIED")
+    assert {line.split()[1] for line in ok(mesh.cli("keys", "list", api_key=key)).splitlines()} == {"demo"}
+    assert f"revoked {key_id}" in ok(mesh.cli("keys", "revoke", key_id))
+    err = one_line_error(mesh.cli("call", "demo/tokenize", "--text", "a b", api_key=key), "UNAUTHENTICATED")
+    assert key not in err
+    one_line_error(mesh.cli("keys", "revoke", key_id), "KEY_NOT_FOUND")
+
+
+def test_no_key_or_a_bad_key_is_unauthenticated(mesh):
+    one_line_error(_without_key(mesh, "ls"), "UNAUTHENTICATED")
+    for key in ("amk_0123456789abcdef_" + "x" * 43, "not-a-key"):
+        err = one_line_error(mesh.cli("ls", api_key=key), "UNAUTHENTICATED")
+        assert key not in err
+
+
+def _without_key(mesh, *args):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "ALGOMESH_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "algomesh.cli", "--address", mesh.address, *args],
+                          capture_output=True, timeout=60, env=env)
+
+
+def test_cert_writes_a_usable_mesh_certificate(mesh, tmp_path):
+    out = ok(mesh.cli("cert", "ops/me@0", "--out", str(tmp_path / "c")))
+    assert "grpcurl -cacert" in out
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        path = tmp_path / "c" / name
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert b"BEGIN PRIVATE KEY" in (tmp_path / "c" / "key.pem").read_bytes()
+    one_line_error(mesh.cli("cert", "algomesh:control-plane", "--out", str(tmp_path / "d")), "INVALID_INPUT")

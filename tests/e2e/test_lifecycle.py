@@ -1,5 +1,6 @@
 """`algomesh up` as an operator sees it: where it listens, health, reflection, shutdown."""
 import os
+import re
 import signal
 import time
 
@@ -149,3 +150,25 @@ def test_port_in_use_is_a_clear_error(mesh, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in (out.stdout + out.stderr)
+
+
+def test_admin_key_printed_once_and_new_admin_key_on_request(tmp_path):
+    first = start_mesh(tmp_path)
+    first_key = first.api_key
+    first.stop()
+    assert first_key and first_key in first.banner
+    again = start_mesh(tmp_path)                      # keys exist: no key in the banner
+    try:
+        assert "amk_" not in again.banner and "security  API keys" in again.banner
+        with again.client(first_key) as c:
+            assert c.algorithms() == []
+    finally:
+        again.stop()
+    third = start_mesh(tmp_path, "--new-admin-key")   # the operator lost it: another one
+    try:
+        new_key = re.search(r"admin key (amk_\S+)", third.banner).group(1)
+        assert new_key != first_key
+        with third.client(new_key) as c:
+            assert {k.owner for k in c.keys()} == {"admin"} and len(c.keys()) == 2
+    finally:
+        third.stop()
