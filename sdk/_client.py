@@ -16,11 +16,11 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
-from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc
+from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc, traces_pb2, traces_pb2_grpc
 
 from . import _wire
 from ._archive import pack
-from ._context import CALL_TOKEN
+from ._context import CALL_CONTEXT
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import content_type_name, decode, encode
 from ._refs import Target, parse_target
@@ -36,6 +36,7 @@ class Metadata:
     algorithm: str          # owner/name that answered
     stdout: str | None      # what the algorithm printed, when asked with stdout=True
     cold_start: bool = False
+    trace_id: str = ""      # the call's trace: `algomesh trace TRACE_ID`, client.trace(...)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class _Raw:
             algorithm=str(self.trailing.get(_wire.ALGORITHM_KEY, "")),
             stdout=r.stdout if r.stdout else None,
             cold_start=self.trailing.get(_wire.COLD_START_KEY) == "1",
+            trace_id=str(self.trailing.get(_wire.TRACE_ID_KEY, "")),
         )
 
 
@@ -70,13 +72,16 @@ def _request(value: Any, options: _Options) -> bytes:
     return payload_pb2.CallRequest(input=payload, capture_stdout=options.stdout).SerializeToString()
 
 
-def _call_metadata(target: Target, api_key: str | None, token: str) -> tuple[tuple[str, str], ...]:
+def _call_metadata(target: Target, api_key: str | None, context: tuple[tuple[str, str], ...],
+                   value: Any = None) -> tuple[tuple[str, str], ...]:
     md: tuple[tuple[str, str], ...] = ((_wire.TARGET_KEY, str(target)),)
     if api_key:
         md += ((_wire.AUTH_KEY, f"Simple {api_key}"),)
-    if token:  # inside an algorithm: the call this pipe belongs to
-        md += ((_wire.CALL_KEY, token),)
-    return md
+    if isinstance(value, _Raw) and not context:  # chained onto a call: join its trace
+        parent = value.trailing.get(_wire.TRACEPARENT_KEY)
+        if parent:
+            md += ((_wire.TRACEPARENT_KEY, str(parent)),)
+    return md + context  # inside an algorithm: the call this pipe belongs to, and its trace
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -150,7 +155,7 @@ class Algorithm:
     def pipe(self, input: Any) -> Response:
         """Call the algorithm with ``input``; a Response passed in is chained, not awaited."""
         out: concurrent.futures.Future[_Raw] = concurrent.futures.Future()
-        token = CALL_TOKEN.get()  # now, in the caller's context: chains start in other threads
+        token = CALL_CONTEXT.get()  # now, in the caller's context: chains start in other threads
         if isinstance(input, Response):
             def chain(prev: "concurrent.futures.Future[_Raw]") -> None:
                 exc = prev.exception()
@@ -163,12 +168,12 @@ class Algorithm:
             self._start(input, out, token)
         return Response(out)
 
-    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: str) -> None:
+    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: tuple) -> None:
         try:
             body = _request(value, self._options)
             call = self._client._call.future(
                 body,
-                metadata=_call_metadata(self.target, self._client.api_key, token),
+                metadata=_call_metadata(self.target, self._client.api_key, token, value),
                 timeout=self._options.timeout,
             )
         except AlgomeshError as exc:
@@ -262,6 +267,15 @@ class Client:
         return self._registry("IssueCertificate", registry_pb2.IssueCertificateRequest(
             identity=identity, lifetime_seconds=int(lifetime)))
 
+    def trace(self, trace_id: str) -> traces_pb2.Trace:
+        """Every span the control plane kept of one call (its ``metadata.trace_id``)."""
+        stub = traces_pb2_grpc.TracesStub(self._channel)
+        auth = ((_wire.AUTH_KEY, f"Simple {self.api_key}"),) if self.api_key else ()
+        try:
+            return stub.GetTrace(traces_pb2.GetTraceRequest(trace_id=trace_id), timeout=60, metadata=auth)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
     def close(self) -> None:
         self._channel.close()
 
@@ -310,9 +324,9 @@ class AsyncAlgorithm:
 
     def pipe(self, input: Any) -> AsyncResponse:
         """Start the call now; ``await`` the response. Responses passed in are chained."""
-        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_TOKEN.get())))
+        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_CONTEXT.get())))
 
-    async def _run(self, value: Any, token: str) -> _Raw:
+    async def _run(self, value: Any, token: tuple) -> _Raw:
         if isinstance(value, AsyncResponse):
             value = (await value)._raw()
         elif isinstance(value, Response):
@@ -320,7 +334,7 @@ class AsyncAlgorithm:
         body = _request(value, self._options)
         call = self._client._stub()(
             body,
-            metadata=_call_metadata(self.target, self._client.api_key, token),
+            metadata=_call_metadata(self.target, self._client.api_key, token, value),
             timeout=self._options.timeout,
         )
         try:

@@ -4,7 +4,8 @@ The hierarchy::
 
     AlgomeshError                      every error below; .reason .message .code
     ├── AlgorithmError                 the algorithm raised (ALGORITHM_ERROR, ALGORITHM_LOAD_FAILED)
-    ├── NotFoundError                  (ALGORITHM_NOT_FOUND, VERSION_NOT_FOUND, KEY_NOT_FOUND)
+    ├── NotFoundError                  (ALGORITHM_NOT_FOUND, VERSION_NOT_FOUND, KEY_NOT_FOUND,
+    │                                  TRACE_NOT_FOUND)
     ├── InvalidError                   the request is wrong (INVALID_INPUT, INVALID_VERSION,
     │                                  INVALID_MANIFEST, INVALID_ARCHIVE)
     ├── VersionExistsError             a published version is immutable (VERSION_EXISTS)
@@ -145,6 +146,7 @@ REASONS: dict[str, Reason] = {
     "INVALID_MANIFEST": Reason(_C.INVALID_ARGUMENT, InvalidError, "fix algomesh.toml"),
     "INVALID_ARCHIVE": Reason(_C.INVALID_ARGUMENT, InvalidError, "publish a folder with algomesh.toml at its root"),
     "VERSION_EXISTS": Reason(_C.ALREADY_EXISTS, VersionExistsError, "versions are immutable; bump the version"),
+    "TRACE_NOT_FOUND": Reason(_C.NOT_FOUND, NotFoundError, "traces are kept for a day (--trace-hours); copy the id from the response's trace_id"),
     "KEY_NOT_FOUND": Reason(_C.NOT_FOUND, NotFoundError, "check the key's id with `algomesh keys list`"),
     "UNAUTHENTICATED": Reason(_C.UNAUTHENTICATED, PermissionError_, "pass a valid API key"),
     "PERMISSION_DENIED": Reason(_C.PERMISSION_DENIED, PermissionError_, "ask for the permission named"),

@@ -17,6 +17,8 @@ NO_PIPELINES_KEY = "algomesh-no-pipelines"  # ingress -> first stage: "1" if the
 ALGORITHM_KEY = "algomesh-algorithm"
 VERSION_KEY = "algomesh-version"
 COLD_START_KEY = "algomesh-cold-start"
+TRACE_ID_KEY = "algomesh-trace-id"      # the call's trace (from the ingress): `algomesh trace ID`
+TRACEPARENT_KEY = "traceparent"         # W3C trace context, on every hop
 
 DEFAULT_PORT = 7700
 DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"

@@ -9,6 +9,7 @@
     algomesh keys create --owner OWNER [...]        make an API key (printed once)
     algomesh keys list | keys revoke ID             see and revoke API keys
     algomesh cert IDENTITY --out DIR                a mesh certificate for grpcurl & co (admin)
+    algomesh trace TRACE_ID                         a call's spans as a waterfall
 
 Errors print one line (``error: REASON: message``) and exit 1.
 """
@@ -71,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     kl.add_argument("--owner", default="", help="only this owner's keys")
     kr = ksub.add_parser("revoke", help="revoke an API key by its id")
     kr.add_argument("id")
+
+    tr = sub.add_parser("trace", help="print a call's trace as a waterfall (the id: call --meta, "
+                        "or a response's metadata.trace_id)")
+    tr.add_argument("trace_id")
 
     cert = sub.add_parser("cert", help="a mesh certificate for an operator's tools (admin key)")
     cert.add_argument("identity", help="the name it carries, e.g. ops/debug@0")
@@ -181,8 +186,8 @@ def _run(a: argparse.Namespace) -> int:
             sys.stderr.write(md.stdout)
         if a.meta:
             print(f"{md.algorithm} {md.version}  {md.content_type}  apply {md.duration * 1000:.1f} ms  "
-                  f"total {(time.perf_counter() - t0) * 1000:.1f} ms{'  cold start' if md.cold_start else ''}",
-                  file=sys.stderr)
+                  f"total {(time.perf_counter() - t0) * 1000:.1f} ms{'  cold start' if md.cold_start else ''}"
+                  f"  trace {md.trace_id}", file=sys.stderr)
         _print_result(result, a.output)
     elif a.command == "ls":
         algos = client.algorithms()
@@ -192,6 +197,8 @@ def _run(a: argparse.Namespace) -> int:
             print(f"{s.name:32} {s.latest_version:12} {s.version_count:3} version(s)  {s.description}")
     elif a.command == "keys":
         _keys(client, a)
+    elif a.command == "trace":
+        print(waterfall(client.trace(a.trace_id)))
     elif a.command == "cert":
         resp = client.issue_certificate(a.identity, a.hours * 3600)
         a.out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +234,39 @@ def _keys(client: Client, a: argparse.Namespace) -> None:
     elif a.keys_command == "revoke":
         client.revoke_key(a.id)
         print(f"revoked {a.id}")
+
+
+def waterfall(trace, width: int = 40) -> str:
+    """One line per span, children under their parent, a bar for where its time went."""
+    spans = list(trace.spans)
+    if not spans:
+        return f"trace {trace.trace_id}: no spans"
+    t0 = min(s.start_unix_nano for s in spans)
+    total = max(max(s.end_unix_nano for s in spans) - t0, 1)
+    ids = {s.span_id for s in spans}
+    children: dict[str, list] = {}
+    for s in spans:
+        children.setdefault(s.parent_span_id if s.parent_span_id in ids else "", []).append(s)
+    lines = [f"trace {trace.trace_id}  {len(spans)} spans  {total / 1e6:.1f} ms"]
+
+    def walk(parent: str, depth: int) -> None:
+        for s in sorted(children.get(parent, []), key=lambda x: x.start_unix_nano):
+            start, dur = s.start_unix_nano - t0, s.end_unix_nano - s.start_unix_nano
+            left = round(start / total * width)
+            bar = " " * left + "█" * max(1, round(dur / total * width))
+            flags = []
+            if s.attributes.get("algomesh.cold_start") == "true":
+                flags.append("cold start")
+            if s.error:
+                flags.append(f"ERROR {s.status_message}")
+            version = s.attributes.get("algomesh.version", "")
+            label = s.name + (f" ({version})" if version and version not in s.name else "")
+            lines.append(f"{start / 1e6:8.1f} ms {dur / 1e6:8.1f} ms  {bar:<{width + 1}} {'  ' * depth}{label}"
+                         + (f"  [{', '.join(flags)}]" if flags else ""))
+            walk(s.span_id, depth + 1)
+
+    walk("", 0)
+    return "\n".join(lines)
 
 
 def _scopes(k) -> str:

@@ -29,7 +29,7 @@ from algomesh.registry.service import MESH_METHODS, Registry, RegistryServicer, 
 from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import owner_of, resolve_in
 from algomesh.registry.view import RegistryView
-from algomesh.v1 import registry_pb2
+from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
 
 from .launcher import LocalLauncher
 from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
@@ -38,10 +38,13 @@ from .route import Directory, Location, Router, location_from
 from .auth import authenticate
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import ingress_stack
+from .traces import TRACE_SERVICE, StoreExporter, TraceStore, TracesServicer, collector_handler
+from .tracing import tracer_provider
 
 log = logging.getLogger("algomesh.up")
 
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+TRACES_SERVICE = traces_pb2.DESCRIPTOR.services_by_name["Traces"].full_name
 
 
 def default_data_dir() -> Path:
@@ -59,6 +62,8 @@ class UpConfig:
     max_payload: int = 10 * 1024 * 1024  # bytes in one unary call
     insecure: bool = False        # no API keys, no mesh certificates
     cert_lifetime: float = 24 * 3600.0  # seconds an instance's mesh certificate is valid
+    trace_retention: float = 24 * 3600.0  # seconds spans are kept
+    trace_max_spans: int = 200_000
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
     @property
@@ -78,7 +83,9 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
     socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
 
-    server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE])
+    traces = TraceStore(cfg.data_dir / "traces.db", retention=cfg.trace_retention, max_spans=cfg.trace_max_spans)
+    provider = tracer_provider("algomesh-ingress", exporters=[StoreExporter(traces)], named_by_env=True)
+    server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE, TRACES_SERVICE])
     try:
         port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
     except RuntimeError:
@@ -93,7 +100,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # The control plane's own certificate lasts as long as the CA: it holds the CA's key anyway.
     ca = None if cfg.insecure else MeshCA(lifetime=cfg.cert_lifetime)
     transport = MeshTransport(ca.issue(CONTROL_PLANE, lifetime=CA_LIFETIME) if ca else None)
-    mesh_server, mesh_health = new_server([REGISTRY_SERVICE])
+    mesh_server, mesh_health = new_server([REGISTRY_SERVICE, TRACE_SERVICE])
     mesh_port = transport.listen(mesh_server, f"{cfg.host}:0")
     mesh_address = f"{cfg.host}:{mesh_port}"
 
@@ -139,7 +146,10 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     server.add_generic_rpc_handlers((registry_handler(servicer),))
     mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer, only=MESH_METHODS),))
     ingress = ingress_stack(router, max_payload=cfg.max_payload,
-                            authenticate=authenticate(None if cfg.insecure else lambda: view.keys))
+                            authenticate=authenticate(None if cfg.insecure else lambda: view.keys),
+                            tracer=provider.get_tracer("algomesh"))
+    traces_pb2_grpc.add_TracesServicer_to_server(TracesServicer(traces, identify_client), server)
+    mesh_server.add_generic_rpc_handlers((collector_handler(traces),))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))
     await server.start()
     await mesh_server.start()
@@ -187,6 +197,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await server.stop(grace=2)
     await mesh_server.stop(grace=1)
     await router.close()
+    provider.shutdown()  # flush the last spans into the store
+    traces.close()
     view.stop()
     store.close()
     shutil.rmtree(socket_dir, ignore_errors=True)

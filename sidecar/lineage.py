@@ -35,6 +35,7 @@ class Context:
     path: tuple[str, ...]   # owner/name@version of every algorithm so far, this one last
     deadline: float
     pipelines: bool = True  # False: the client's API key forbids pipes (keys create --no-pipelines)
+    traceparent: str = ""   # the call's trace context, for pipes that do not send their own
 
 
 class Contexts:
@@ -55,7 +56,7 @@ class Contexts:
         if len(running) == 1:
             return running[0]
         return Context(max((c.path for c in running), key=len), min(c.deadline for c in running),
-                       all(c.pipelines for c in running))
+                       all(c.pipelines for c in running))  # (no trace: which call is it part of?)
 
 
 def track(contexts: Contexts, me: str) -> Layer:
@@ -63,7 +64,8 @@ def track(contexts: Contexts, me: str) -> Layer:
         async def handle(call: Call) -> Reply:
             token = secrets.token_hex(12)
             contexts._by_token[token] = Context((*call.path, me), call.deadline,
-                                                call.principal is None or call.principal.pipelines)
+                                                call.principal is None or call.principal.pipelines,
+                                                call.traceparent)
             call.token = token
             try:
                 return await inner(call)
@@ -103,6 +105,8 @@ def lineage(contexts: Contexts, me: str, max_depth: int = DEFAULT_MAX_DEPTH) -> 
                 raise error("CALL_CYCLE", f"the pipeline would loop: {_show(path[start:])} -> {target}",
                             path=_show((*path, target)))
             call.path = path
+            if not call.traceparent and ctx is not None:
+                call.traceparent = ctx.traceparent
             return await inner(call)
         return handle
     return layer

@@ -126,6 +126,15 @@ class MeshTransport:
     def secure(self) -> bool:
         return self.creds is not None
 
+    def otlp_exporter(self, address: str):
+        """An OTLP span exporter to a mesh party (the control plane's collector)."""
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        if self.creds is None:
+            return OTLPSpanExporter(endpoint=address, insecure=True)
+        return OTLPSpanExporter(endpoint=address, credentials=self._channel_creds,
+                                channel_options=(("grpc.ssl_target_name_override", SERVER_NAME),))
+
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
         if self.creds is None:
             return grpc.aio.insecure_channel(address, options=options)

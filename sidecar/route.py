@@ -225,6 +225,8 @@ class Router:
                 metadata = ((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller
                 if call.path:
                     metadata += ((_wire.PATH_KEY, ",".join(call.path)),)
+                if call.traceparent:
+                    metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
                 if who is not None and who.owner:  # the ingress tells the first stage whose call it is
                     metadata += ((_wire.KEY_OWNER_KEY, who.owner),)
                     if not who.pipelines:

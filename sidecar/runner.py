@@ -143,8 +143,10 @@ class RunnerProcess:
         proc, apply = self._proc, self._apply
         self._in_flight += 1
         try:
-            rpc = apply(call.body, timeout=remaining(call),
-                        metadata=((_wire.CALL_KEY, call.token),) if call.token else None)
+            metadata = ((_wire.CALL_KEY, call.token),) if call.token else ()
+            if call.traceparent:  # the apply span's: the algorithm's pipes carry it back out
+                metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
+            rpc = apply(call.body, timeout=remaining(call), metadata=metadata or None)
             return Reply(await rpc, self._trailing)
         except grpc.aio.AioRpcError as exc:
             raise await self._failure(exc, proc) from None

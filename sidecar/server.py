@@ -48,11 +48,13 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
     ingress = surface == "ingress"
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        target = token = path = caller = credential = key_owner = ""
+        target = token = path = caller = credential = key_owner = traceparent = ""
         pipelines, credentials = True, 0
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
+            elif key == _wire.TRACEPARENT_KEY:
+                traceparent = value
             elif key == _wire.CALL_KEY and outbound:
                 token = value
             elif key == _wire.AUTH_KEY and ingress:
@@ -87,7 +89,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
             reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
                                      token=token, path=tuple(path.split(",")) if path else (),
-                                     credential=credential,
+                                     credential=credential, traceparent=traceparent,
                                      principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
         except AlgomeshError as exc:
             await abort(context, exc)

@@ -35,6 +35,7 @@ from .runner import RunnerProcess
 from .runtimes import RunnerSpec
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import inbound_stack, outbound_stack
+from .tracing import tracer_provider
 
 log = logging.getLogger("algomesh.sidecar")
 
@@ -102,11 +103,13 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     identity = f"{cfg.algorithm}@{cfg.version}"
     router = Router(directory, caller=identity, transport=transport)
     contexts = Contexts()  # the calls running in this instance, shared by both surfaces
+    provider = tracer_provider(identity, exporters=[transport.otlp_exporter(cfg.registry)])
+    tracer = provider.get_tracer("algomesh")
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
-        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest)),
+        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer),
         surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
     port = transport.listen(inbound, f"{cfg.host}:0")
 
@@ -114,7 +117,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     outbound, outbound_health = new_server([MESH_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
         router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth,
-        permit=may_pipe(cfg.algorithm, cfg.can_call)), surface="outbound"),))
+        permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer), surface="outbound"),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()
@@ -148,6 +151,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     await inbound.stop(grace=2)
     await outbound.stop(grace=1)
     await runner.stop()
+    await asyncio.to_thread(provider.shutdown)  # send the last spans
     await router.close()
     await registry_channel.close()
     Path(cfg.outbound_socket).unlink(missing_ok=True)

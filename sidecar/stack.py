@@ -4,19 +4,22 @@ A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshEr
 A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
 first listed is the outermost, and each stack below reads top-down in one place:
 
-    inbound   rescue -> deadline -> may_answer -> payload_limit -> load_shed -> track -> runner
+    inbound   rescue -> trace -> deadline -> may_answer -> payload_limit -> load_shed
+                     -> trace(apply) -> track -> runner
               (other sidecars -> my algorithm)
-    outbound  rescue -> may_pipe -> lineage -> deadline -> payload_limit -> route
+    outbound  rescue -> may_pipe -> lineage -> trace -> deadline -> payload_limit -> route
               (my algorithm's pipes -> the mesh)
-    ingress   rescue -> authenticate -> deadline -> payload_limit -> route
+    ingress   rescue -> authenticate -> trace -> deadline -> payload_limit -> route
               (clients -> the mesh)
 
-(auth, tracing, load-shed and cache slot in here as they land; see DESIGN.md.)
+(the cache slots in before route as it lands; see DESIGN.md.)
 The body is the serialized CallRequest; no layer decodes it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from algomesh._refs import parse_target
 from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ class Call:
     token: str = ""                                # the call this pipe belongs to (lineage.py)
     credential: str = ""                           # ingress: the authorization header, until auth reads it
     principal: "Principal | None" = None           # the client (API key) the call runs for, if known
+    traceparent: str = ""                          # W3C trace context: the parent, then each span's own
 
 
 @dataclass(slots=True)
@@ -54,29 +58,54 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
 
 
 def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int,
-                  permit: Layer) -> Handler:
+                  permit: Layer, tracer) -> Handler:
     from .deadline import deadline
     from .limits import load_shed, payload_limit
     from .lineage import track
     from .rescue import rescue
+    from .tracing import SpanKind, traced
 
-    return build([rescue, deadline, permit, payload_limit(max_payload), load_shed(max_in_flight),
+    def attributes(call: Call) -> dict:
+        name, _, version = me.rpartition("@")
+        return {"algomesh.algorithm": name, "algomesh.version": version,
+                "algomesh.caller": call.caller or "client", "algomesh.request_bytes": len(call.body)}
+
+    return build([rescue, traced(tracer, SpanKind.SERVER, lambda _c: me, attributes), deadline, permit,
+                  payload_limit(max_payload), load_shed(max_in_flight),
+                  traced(tracer, SpanKind.INTERNAL, lambda _c: f"apply {me}", lambda _c: {}),
                   track(contexts, me)], runner)
 
 
 def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_depth: int,
-                   permit: Layer) -> Handler:
+                   permit: Layer, tracer) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .lineage import lineage
     from .rescue import rescue
+    from .tracing import SpanKind, traced
 
-    return build([rescue, permit, lineage(contexts, me, max_depth), deadline, payload_limit(max_payload)], route)
+    def attributes(call: Call) -> dict:
+        return {"algomesh.algorithm": parse_target(call.target).name, "algomesh.caller": me,
+                "algomesh.request_bytes": len(call.body)}
+
+    return build([rescue, permit, lineage(contexts, me, max_depth),
+                  traced(tracer, SpanKind.CLIENT, lambda c: f"pipe {c.target}", attributes),
+                  deadline, payload_limit(max_payload)], route)
 
 
-def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer) -> Handler:
+def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .rescue import rescue
+    from .tracing import SpanKind, traced
 
-    return build([rescue, authenticate, deadline, payload_limit(max_payload)], route)
+    def attributes(call: Call) -> dict:
+        attrs = {"algomesh.algorithm": parse_target(call.target).name, "algomesh.caller": "client",
+                 "algomesh.request_bytes": len(call.body)}
+        if call.principal is not None and call.principal.owner:
+            attrs["algomesh.key_owner"] = call.principal.owner
+        return attrs
+
+    return build([rescue, authenticate,
+                  traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True),
+                  deadline, payload_limit(max_payload)], route)

@@ -22,10 +22,9 @@ from typing import Any, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-from algomesh._context import CALL_TOKEN
+from algomesh._context import CALL_CONTEXT, forwarded
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import decode, encode
-from algomesh._wire import CALL_KEY
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
 
@@ -148,10 +147,7 @@ class RunnerServicer:
             except DecodeError:
                 raise error("INVALID_INPUT", "the request body is not an algomesh.v1.CallRequest") from None
             value = decode(request.input)
-            token = ""
-            for key, val in context.invocation_metadata() or ():
-                if key == CALL_KEY:
-                    token = val
+            token = forwarded(context.invocation_metadata())  # the call's token and trace, for its pipes
             t0 = time.perf_counter()
             if self.algorithm.is_async:
                 out, printed = await self._apply_async(value, request.capture_stdout, token)
@@ -171,8 +167,8 @@ class RunnerServicer:
     def _args(self, value: Any) -> tuple:
         return (value, self.algorithm.state) if self.algorithm.takes_state else (value,)
 
-    def _apply_sync(self, value: Any, capture: bool, token: str) -> tuple[Any, str]:
-        marker = CALL_TOKEN.set(token)  # pipes made by this call carry its token
+    def _apply_sync(self, value: Any, capture: bool, token: tuple) -> tuple[Any, str]:
+        marker = CALL_CONTEXT.set(token)  # pipes made by this call carry its token and trace
         try:
             with self.stdout.capture(capture) as buf:
                 try:
@@ -181,10 +177,10 @@ class RunnerServicer:
                     raise _algorithm_error(exc, buf) from None
             return out, buf.getvalue() if buf is not None else ""
         finally:
-            CALL_TOKEN.reset(marker)
+            CALL_CONTEXT.reset(marker)
 
-    async def _apply_async(self, value: Any, capture: bool, token: str) -> tuple[Any, str]:
-        CALL_TOKEN.set(token)  # this task's own context
+    async def _apply_async(self, value: Any, capture: bool, token: tuple) -> tuple[Any, str]:
+        CALL_CONTEXT.set(token)  # this task's own context
         with self.stdout.capture(capture) as buf:
             try:
                 out = await self.algorithm.apply(*self._args(value))

@@ -1,0 +1,201 @@
+"""The trace store: the control plane keeps every span itself (SQLite, bounded).
+
+Spans arrive as OTLP ``ExportTraceServiceRequest``s: from sidecars through the
+``TraceService/Export`` the control plane serves on its mesh port (mTLS: only the mesh's
+own parties), and from the control plane's own tracer through ``StoreExporter``, which
+encodes them the same way. Rows keep what the dashboard and ``algomesh trace`` show:
+ids, parent, name, kind, service, start and end (unix ns), status, attributes as JSON.
+
+Retention is bounded both ways: spans older than ``retention`` seconds and the oldest
+beyond ``max_spans`` are deleted as new ones arrive.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from algomesh._errors import error
+from algomesh.v1 import traces_pb2, traces_pb2_grpc
+
+from .rescue import rescued
+
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id   TEXT NOT NULL,
+    span_id    TEXT NOT NULL,
+    parent_id  TEXT NOT NULL,      -- '' for a root
+    name       TEXT NOT NULL,
+    kind       INTEGER NOT NULL,   -- OTLP SpanKind: 1 internal, 2 server, 3 client
+    service    TEXT NOT NULL,
+    start_ns   INTEGER NOT NULL,
+    end_ns     INTEGER NOT NULL,
+    status     INTEGER NOT NULL,   -- OTLP StatusCode: 0 unset, 1 ok, 2 error
+    message    TEXT NOT NULL,
+    attributes TEXT NOT NULL,      -- JSON object
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+"""
+
+
+@dataclass(frozen=True)
+class SpanRow:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    kind: int
+    service: str
+    start_ns: int
+    end_ns: int
+    status: int
+    message: str
+    attributes: dict
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+def _value(v) -> object:
+    which = v.WhichOneof("value")
+    if which in ("string_value", "bool_value", "int_value", "double_value"):
+        return getattr(v, which)
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return None if which is None else str(getattr(v, which))
+
+
+def rows_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[tuple]:
+    rows = []
+    for rs in request.resource_spans:
+        service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                rows.append((s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, int(s.kind), service,
+                             s.start_time_unix_nano, s.end_time_unix_nano, int(s.status.code), s.status.message,
+                             json.dumps({a.key: _value(a.value) for a in s.attributes}, ensure_ascii=False)))
+    return rows
+
+
+class TraceStore:
+    def __init__(self, path: str | Path, *, retention: float = 24 * 3600, max_spans: int = 200_000) -> None:
+        self.retention = retention
+        self.max_spans = max_spans
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> int:
+        rows = rows_of(request)
+        if not rows:
+            return 0
+        horizon = time.time_ns() - int(self.retention * 1e9)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                db.execute("DELETE FROM spans WHERE start_ns < ?", (horizon,))
+                db.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start_ns DESC "
+                           "LIMIT -1 OFFSET ?)", (self.max_spans,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def _rows(self, sql: str, args: Sequence = ()) -> list[SpanRow]:
+        with self._lock:
+            found = self._db.execute(sql, args).fetchall()
+        return [SpanRow(*r[:10], json.loads(r[10])) for r in found]
+
+    def trace(self, trace_id: str) -> list[SpanRow]:
+        """Every span of a trace, by start time."""
+        return self._rows("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, end_ns DESC", (trace_id.lower(),))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class StoreExporter(SpanExporter):
+    """The control plane's own spans, straight into its store (encoded as OTLP, like a
+    sidecar's, so there is one way in)."""
+
+    def __init__(self, store: TraceStore) -> None:
+        self.store = store
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            self.store.add(encode_spans(spans))
+        except sqlite3.Error:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+def collector_handler(store: TraceStore) -> grpc.GenericRpcHandler:
+    """OTLP ``TraceService/Export`` into ``store`` (raw bytes in, parsed here)."""
+    import asyncio
+
+    from google.protobuf.message import DecodeError
+
+    async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an ExportTraceServiceRequest")
+        await asyncio.to_thread(store.add, request)
+        return trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+
+    return grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)})
+
+
+_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+
+class TracesServicer(traces_pb2_grpc.TracesServicer):
+    """``algomesh.v1.Traces`` on the public port; ``identify`` reads the caller's API key."""
+
+    def __init__(self, store: TraceStore, identify) -> None:
+        self.store = store
+        self.identify = identify
+
+    @rescued
+    async def GetTrace(self, request, context):
+        import asyncio
+
+        who = self.identify(context)
+        tid = request.trace_id.strip().lower()
+        if len(tid) != 32 or not all(c in "0123456789abcdef" for c in tid):
+            raise error("INVALID_INPUT", f"{request.trace_id[:64]!r} is not a trace id (32 hex digits)")
+        rows = await asyncio.to_thread(self.store.trace, tid)
+        # another owner's trace answers as unknown: trace ids are not for probing
+        if not rows or not (who.admin or any(r.attributes.get("algomesh.key_owner") == who.owner for r in rows)):
+            raise error("TRACE_NOT_FOUND", f"no trace {tid} (or not one of your calls)")
+        return traces_pb2.Trace(trace_id=tid, spans=[traces_pb2.Span(
+            trace_id=r.trace_id, span_id=r.span_id, parent_span_id=r.parent_id, name=r.name,
+            kind=_KINDS.get(r.kind, "unspecified"), service=r.service, start_unix_nano=r.start_ns,
+            end_unix_nano=r.end_ns, error=r.status == 2, status_message=r.message,
+            attributes={k: json.dumps(v) if not isinstance(v, str) else v for k, v in r.attributes.items()})
+            for r in rows])

@@ -1,0 +1,127 @@
+"""Tracing: one trace per pipeline call, whatever its depth (OpenTelemetry).
+
+Spans, one per hop, each made by the process the hop runs in:
+
+    call owner/name        ingress (SERVER)         the client's call, in the control plane
+    owner/name@1.2.3       sidecar inbound (SERVER)  a call arriving at an instance
+    apply owner/name@1.2.3 sidecar inbound (INTERNAL) the runner's apply, timed around Runner/Apply
+    pipe owner/name        sidecar outbound (CLIENT) a pipe the algorithm made
+
+W3C ``traceparent`` travels in gRPC metadata: from the client (if it sends one) to the
+ingress, from every span to the next hop, into the runner with the apply span's, and back
+out of the algorithm's own pipes (the runner hands it to the SDK, which sends it with the
+pipe; a pipe without one falls back to its call's, found by its token). Runners need no
+OpenTelemetry of their own: the sidecar times the apply span, so every language's runner
+only forwards the header.
+
+Attributes: ``algomesh.algorithm``, ``algomesh.version`` (resolved), ``algomesh.caller``,
+``algomesh.key_owner`` (the client's key's owner, never the key), ``algomesh.cold_start``,
+``algomesh.request_bytes``, ``algomesh.response_bytes``, ``algomesh.error_reason``. Never
+payloads or keys.
+
+Export (``tracer_provider``): the control plane keeps every span itself (SQLite, see
+traces.py); sidecars send theirs there over OTLP on the mesh port (mTLS). When the standard
+OpenTelemetry variables name a collector (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), spans also go there; ``OTEL_TRACES_SAMPLER``/``_ARG``
+and ``OTEL_BSP_*`` apply as usual, ``OTEL_SERVICE_NAME`` names the control plane's service
+(``algomesh-ingress`` by default; sidecars are named ``owner/name@version``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import (NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags,
+                                 Tracer, set_span_in_context)
+
+from algomesh import _wire
+from algomesh._errors import AlgomeshError
+
+from .stack import Call, Handler, Layer, Reply
+
+TRACEPARENT = "traceparent"
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(value: str):
+    """The parent context a ``traceparent`` header names, or None (absent or malformed)."""
+    if len(value) != 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
+    if not _HEX.issuperset(value.replace("-", "")) or version == "ff":
+        return None
+    tid, sid = int(trace_id, 16), int(span_id, 16)
+    if not tid or not sid:
+        return None
+    ctx = SpanContext(tid, sid, is_remote=True, trace_flags=TraceFlags(int(flags, 16) & 1))
+    return set_span_in_context(NonRecordingSpan(ctx))
+
+
+def traceparent(span) -> str:
+    c = span.get_span_context()
+    return f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags):02x}"
+
+
+def trace_id(span) -> str:
+    return f"{span.get_span_context().trace_id:032x}"
+
+
+def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
+           attributes: Callable[[Call], dict], *, tell_trace_id: bool = False) -> Layer:
+    """A span around the rest of the stack. The call's ``traceparent`` is its parent, and
+    becomes the span's own for the hops inside. ``tell_trace_id``: the reply (or error)
+    names the trace (the ingress does, so users go from a result to its trace), and the
+    reply carries the span's ``traceparent``, which the SDK sends with a call chained onto
+    this one: ``b.pipe(a.pipe(x))`` is one trace."""
+    def layer(inner: Handler) -> Handler:
+        async def handle(call: Call) -> Reply:
+            parent = parse_traceparent(call.traceparent) if call.traceparent else None
+            span = tracer.start_span(name(call), context=parent, kind=kind, attributes=attributes(call))
+            call.traceparent = traceparent(span)
+            try:
+                reply = await inner(call)
+            except AlgomeshError as exc:
+                span.set_attribute("algomesh.error_reason", exc.reason)
+                span.set_status(Status(StatusCode.ERROR, exc.reason))
+                if tell_trace_id:
+                    exc.metadata.setdefault("trace_id", trace_id(span))
+                span.end()
+                raise
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.end()
+                raise
+            if span.is_recording():
+                span.set_attribute("algomesh.response_bytes", len(reply.body))
+                for key, value in reply.trailing:
+                    if key == _wire.VERSION_KEY:
+                        span.set_attribute("algomesh.version", value)
+                    elif key == _wire.COLD_START_KEY:
+                        span.set_attribute("algomesh.cold_start", value == "1")
+            span.end()
+            if tell_trace_id:  # and the span's context: a chained call joins this trace
+                reply.trailing += [(_wire.TRACE_ID_KEY, trace_id(span)), (_wire.TRACEPARENT_KEY, call.traceparent)]
+            return reply
+        return handle
+    return layer
+
+
+def tracer_provider(service: str, *, exporters: list[SpanExporter] = (), named_by_env: bool = False) -> TracerProvider:
+    """A provider for this process: ``exporters`` (where algomesh keeps its spans) plus an
+    OTLP exporter configured from the environment when it names a collector.
+    ``named_by_env``: ``OTEL_SERVICE_NAME`` renames this process's service (the control
+    plane's); a sidecar is always named after its algorithm and version."""
+    name = (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
+    resource = Resource.create({"service.name": name})
+    provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+    delay = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "500"))  # ms; OTel's default is 5000
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
