@@ -116,7 +116,8 @@ class ConsulStore:
                  "TTL": _duration(ttl), "Status": PASSING,
                  "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER}
         meta = {"algorithm": instance.algorithm, "version": instance.version,
-                "started_at": str(instance.started_at), "host": socket.gethostname()}
+                "started_at": str(instance.started_at), "host": socket.gethostname(),
+                "metrics": instance.metrics_address}  # Prometheus' Consul discovery can read it
         self._call(self._c.agent.service.register, self.service, service_id=instance.id, address=host,
                    port=int(port), tags=[f"algorithm={instance.algorithm}", f"version={instance.version}"],
                    meta=meta, check=check)
@@ -152,7 +153,8 @@ class ConsulStore:
             address = svc.get("Address") or e.get("Node", {}).get("Address", "")
             out.append(registry_pb2.Instance(
                 id=svc["ID"], algorithm=meta.get("algorithm", ""), version=meta.get("version", ""),
-                address=f"{address}:{svc['Port']}", state=state, started_at=int(meta.get("started_at", 0))))
+                address=f"{address}:{svc['Port']}", state=state, started_at=int(meta.get("started_at", 0)),
+                metrics_address=meta.get("metrics", "")))
         return sorted(out, key=lambda i: (i.started_at, i.id))
 
     def clear_instances(self) -> None:

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS instances (
     version    TEXT NOT NULL,
     address    TEXT NOT NULL,
     state      TEXT NOT NULL,
-    started_at INTEGER NOT NULL
+    started_at INTEGER NOT NULL,
+    metrics    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS instances_by_algorithm ON instances (name, version);
 CREATE TABLE IF NOT EXISTS keys (
@@ -67,6 +68,9 @@ class SqliteStore:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
             if "private" not in columns:  # a registry.db from before private versions
                 self._db.execute("ALTER TABLE versions ADD COLUMN private INTEGER NOT NULL DEFAULT 0")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(instances)")}
+            if "metrics" not in columns:  # from before sidecars served /metrics
+                self._db.execute("ALTER TABLE instances ADD COLUMN metrics TEXT NOT NULL DEFAULT ''")
 
     def _write(self, feed: str, sql: str, args: tuple) -> int:
         """One statement and, if it changed a row, its feed's generation bump, atomically.
@@ -160,10 +164,10 @@ class SqliteStore:
     def register_instance(self, instance: registry_pb2.Instance, ttl: float = 0) -> None:
         # The embedded store has no TTL checks: the control plane's prober keeps states.
         self._write("instances",
-                    "INSERT OR REPLACE INTO instances (id, name, version, address, state, started_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO instances (id, name, version, address, state, started_at, metrics) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (instance.id, instance.algorithm, instance.version, instance.address,
-                     PASSING, instance.started_at))
+                     PASSING, instance.started_at, instance.metrics_address))
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
         self._write("instances", "UPDATE instances SET state = ? WHERE id = ? AND state != ?",
@@ -173,7 +177,7 @@ class SqliteStore:
         self._write("instances", "DELETE FROM instances WHERE id = ?", (instance_id,))
 
     def instances(self, name: str = "", version: str = "") -> list[registry_pb2.Instance]:
-        sql = "SELECT id, name, version, address, state, started_at FROM instances"
+        sql = "SELECT id, name, version, address, state, started_at, metrics FROM instances"
         args: tuple = ()
         if name:
             sql += " WHERE name = ?" + (" AND version = ?" if version else "")
@@ -181,7 +185,8 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY started_at, id", args).fetchall()
         return [
-            registry_pb2.Instance(id=r[0], algorithm=r[1], version=r[2], address=r[3], state=r[4], started_at=r[5])
+            registry_pb2.Instance(id=r[0], algorithm=r[1], version=r[2], address=r[3], state=r[4], started_at=r[5],
+                                  metrics_address=r[6])
             for r in rows
         ]
 

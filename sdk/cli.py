@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, help="where the registry, artifacts and logs live "
                     "(default: $XDG_DATA_HOME/algomesh or ~/.local/share/algomesh)")
     up.add_argument("--port", type=int, default=_wire.DEFAULT_PORT, help="gRPC port (0 picks a free one)")
+    up.add_argument("--http-port", type=int, default=None,
+                    help="HTTP port of /metrics (default: the gRPC port + 1; 0 picks a free one)")
+    up.add_argument("--trace-hours", type=float, default=24.0, help="how long spans are kept (default 24)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     up.add_argument("--registry", default=os.environ.get("ALGOMESH_REGISTRY", ""),
                     help="registry store: sqlite:///path/registry.db or consul://host:8500[/prefix] "
@@ -154,7 +157,8 @@ def _up(a: argparse.Namespace) -> int:
                                            registry_url=a.registry, health_interval=a.health_interval,
                                            max_payload=int(a.max_payload_mb * 2**20),
                                            insecure=a.insecure, new_admin_key=a.new_admin_key,
-                                           cert_lifetime=a.cert_hours * 3600))
+                                           cert_lifetime=a.cert_hours * 3600, http_port=a.http_port,
+                                           trace_retention=a.trace_hours * 3600))
     return 0
 
 

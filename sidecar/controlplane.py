@@ -38,6 +38,8 @@ from .route import Directory, Location, Router, location_from
 from .auth import authenticate
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import ingress_stack
+from .measure import MeshMetrics
+from .metrics import serve_metrics
 from .traces import TRACE_SERVICE, StoreExporter, TraceStore, TracesServicer, collector_handler
 from .tracing import tracer_provider
 
@@ -64,6 +66,7 @@ class UpConfig:
     cert_lifetime: float = 24 * 3600.0  # seconds an instance's mesh certificate is valid
     trace_retention: float = 24 * 3600.0  # seconds spans are kept
     trace_max_spans: int = 200_000
+    http_port: int | None = None  # dashboard and /metrics; None: the gRPC port + 1 (0 if that is 0)
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
     @property
@@ -145,14 +148,27 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
 
     server.add_generic_rpc_handlers((registry_handler(servicer),))
     mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer, only=MESH_METHODS),))
+    metrics = MeshMetrics()
+    metrics.registry.gauge("algomesh_instances", "Instances, by health state (the registry's view).",
+                           ("algorithm", "version", "state"), collect=lambda: _instance_counts(view))
     ingress = ingress_stack(router, max_payload=cfg.max_payload,
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys),
-                            tracer=provider.get_tracer("algomesh"))
+                            tracer=provider.get_tracer("algomesh"), metrics=metrics)
     traces_pb2_grpc.add_TracesServicer_to_server(TracesServicer(traces, identify_client), server)
     mesh_server.add_generic_rpc_handlers((collector_handler(traces),))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))
     await server.start()
     await mesh_server.start()
+    http_port = cfg.http_port if cfg.http_port is not None else (port + 1 if cfg.port else 0)
+    try:
+        http_server, http_port = await serve_metrics(metrics.registry, cfg.host, http_port)
+    except OSError as exc:
+        await server.stop(None)
+        await mesh_server.stop(None)
+        view.stop()
+        store.close()
+        raise SystemExit(f"error: algomesh up: cannot serve HTTP on {cfg.host}:{http_port} ({exc.strerror}); "
+                         "pick another --http-port")
     for h in (health, mesh_health):
         await h.serving()
         await h.view(None)
@@ -166,6 +182,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # Instances are replaced at 2/3 of their certificate's lifetime, well before it expires.
     rotation = asyncio.ensure_future(launcher.rotate(every=cfg.cert_lifetime * 2 / 3)) if ca else None
     announce(f"algomesh up: listening on {address}")
+    announce(f"  metrics   http://{cfg.host}:{http_port}/metrics")
     announce(f"  mesh      {mesh_address} (sidecars; {'plain' if cfg.insecure else 'mTLS, mesh CA made at start'})")
     if cfg.insecure:
         print(f"WARNING: --insecure: no API keys and no mesh certificates. Anyone who can reach "
@@ -194,6 +211,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await health.not_serving()
     await mesh_health.not_serving()
     await launcher.stop_all()       # while the server still answers their deregistration
+    http_server.close()
     await server.stop(grace=2)
     await mesh_server.stop(grace=1)
     await router.close()
@@ -202,6 +220,14 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     view.stop()
     store.close()
     shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _instance_counts(view: RegistryView) -> list[tuple[tuple[str, str, str], int]]:
+    counts: dict[tuple[str, str, str], int] = {}
+    for inst in view.instances:
+        key = (inst.algorithm, inst.version, inst.state)
+        counts[key] = counts.get(key, 0) + 1
+    return list(counts.items())
 
 
 async def _reserve(view: RegistryView, launcher: LocalLauncher) -> None:

@@ -35,6 +35,8 @@ from .runner import RunnerProcess
 from .runtimes import RunnerSpec
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import inbound_stack, outbound_stack
+from .measure import MeshMetrics
+from .metrics import serve_metrics
 from .tracing import tracer_provider
 
 log = logging.getLogger("algomesh.sidecar")
@@ -105,11 +107,13 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     contexts = Contexts()  # the calls running in this instance, shared by both surfaces
     provider = tracer_provider(identity, exporters=[transport.otlp_exporter(cfg.registry)])
     tracer = provider.get_tracer("algomesh")
+    metrics = MeshMetrics()
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
-        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer),
+        permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer,
+        metrics=metrics),
         surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
     port = transport.listen(inbound, f"{cfg.host}:0")
 
@@ -117,11 +121,12 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     outbound, outbound_health = new_server([MESH_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
         router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth,
-        permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer), surface="outbound"),))
+        permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer, metrics=metrics), surface="outbound"),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()
     await outbound.start()
+    metrics_server, metrics_port = await serve_metrics(metrics.registry, cfg.host, 0)
     await outbound_health.serving()
 
     async def view_health(stale: str | None) -> None:
@@ -134,10 +139,12 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
 
     instance = registry_pb2.Instance(
         id=cfg.instance_id, algorithm=cfg.algorithm, version=cfg.version,
-        address=f"{cfg.host}:{port}", state="passing", started_at=int(time.time()))
+        address=f"{cfg.host}:{port}", state="passing", started_at=int(time.time()),
+        metrics_address=f"{cfg.host}:{metrics_port}")
     await registry.RegisterInstance(registry_pb2.RegisterInstanceRequest(instance=instance), timeout=30)
     await inbound_health.serving()
-    log.info("%s ready at %s (instance %s)", me, instance.address, cfg.instance_id)
+    log.info("%s ready at %s (instance %s; metrics http://%s/metrics)", me, instance.address, cfg.instance_id,
+             instance.metrics_address)
 
     await stop.wait()
 
@@ -148,6 +155,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
         await registry.DeregisterInstance(registry_pb2.DeregisterInstanceRequest(id=cfg.instance_id), timeout=2)
     except grpc.aio.AioRpcError as exc:  # the control plane may be gone already
         log.warning("could not deregister: %s", exc.code().name)
+    metrics_server.close()
     await inbound.stop(grace=2)
     await outbound.stop(grace=1)
     await runner.stop()

@@ -4,12 +4,12 @@ A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshEr
 A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
 first listed is the outermost, and each stack below reads top-down in one place:
 
-    inbound   rescue -> trace -> deadline -> may_answer -> payload_limit -> load_shed
+    inbound   rescue -> measure -> trace -> deadline -> may_answer -> payload_limit -> load_shed
                      -> trace(apply) -> track -> runner
               (other sidecars -> my algorithm)
-    outbound  rescue -> may_pipe -> lineage -> trace -> deadline -> payload_limit -> route
+    outbound  rescue -> measure -> may_pipe -> lineage -> trace -> deadline -> payload_limit -> route
               (my algorithm's pipes -> the mesh)
-    ingress   rescue -> authenticate -> trace -> deadline -> payload_limit -> route
+    ingress   rescue -> measure -> authenticate -> trace -> deadline -> payload_limit -> route
               (clients -> the mesh)
 
 (the cache slots in before route as it lands; see DESIGN.md.)
@@ -58,10 +58,11 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
 
 
 def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int,
-                  permit: Layer, tracer) -> Handler:
+                  permit: Layer, tracer, metrics) -> Handler:
     from .deadline import deadline
     from .limits import load_shed, payload_limit
     from .lineage import track
+    from .measure import measured
     from .rescue import rescue
     from .tracing import SpanKind, traced
 
@@ -70,17 +71,19 @@ def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_i
         return {"algomesh.algorithm": name, "algomesh.version": version,
                 "algomesh.caller": call.caller or "client", "algomesh.request_bytes": len(call.body)}
 
-    return build([rescue, traced(tracer, SpanKind.SERVER, lambda _c: me, attributes), deadline, permit,
+    return build([rescue, measured(metrics, "inbound", me),
+                  traced(tracer, SpanKind.SERVER, lambda _c: me, attributes), deadline, permit,
                   payload_limit(max_payload), load_shed(max_in_flight),
                   traced(tracer, SpanKind.INTERNAL, lambda _c: f"apply {me}", lambda _c: {}),
                   track(contexts, me)], runner)
 
 
 def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_depth: int,
-                   permit: Layer, tracer) -> Handler:
+                   permit: Layer, tracer, metrics) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .lineage import lineage
+    from .measure import measured
     from .rescue import rescue
     from .tracing import SpanKind, traced
 
@@ -88,14 +91,15 @@ def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_d
         return {"algomesh.algorithm": parse_target(call.target).name, "algomesh.caller": me,
                 "algomesh.request_bytes": len(call.body)}
 
-    return build([rescue, permit, lineage(contexts, me, max_depth),
+    return build([rescue, measured(metrics, "outbound"), permit, lineage(contexts, me, max_depth),
                   traced(tracer, SpanKind.CLIENT, lambda c: f"pipe {c.target}", attributes),
                   deadline, payload_limit(max_payload)], route)
 
 
-def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer) -> Handler:
+def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer, metrics) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
+    from .measure import measured
     from .rescue import rescue
     from .tracing import SpanKind, traced
 
@@ -106,6 +110,6 @@ def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, trac
             attrs["algomesh.key_owner"] = call.principal.owner
         return attrs
 
-    return build([rescue, authenticate,
+    return build([rescue, measured(metrics, "ingress"), authenticate,
                   traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True),
                   deadline, payload_limit(max_payload)], route)

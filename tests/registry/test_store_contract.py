@@ -58,7 +58,8 @@ def full_info(name: str, version: str, *, private: bool) -> registry_pb2.Version
 
 def instance(backend, n: int, name: str = "t/a", version: str = "1.0.0") -> registry_pb2.Instance:
     return registry_pb2.Instance(id=f"{backend.token}-{n}", algorithm=name, version=version,
-                                 address=f"127.0.0.1:{41000 + n}", started_at=1_700_000_000 + n)
+                                 address=f"127.0.0.1:{41000 + n}", started_at=1_700_000_000 + n,
+                                 metrics_address=f"127.0.0.1:{42000 + n}")
 
 
 def mine(backend, instances) -> list[registry_pb2.Instance]:
