@@ -27,7 +27,9 @@ import logging
 import math
 import re
 from bisect import bisect_left
-from typing import Awaitable, Callable, Generic, Iterable, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
+from urllib.parse import parse_qsl
 
 log = logging.getLogger("algomesh.metrics")
 
@@ -326,15 +328,38 @@ def _check(name: str, labelnames: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-# --- the /metrics server ----------------------------------------------------------------
+# --- the /metrics server (and any other small GET routes) -------------------------------
 
-Route = Callable[[], Awaitable[tuple[int, str, bytes]]]
+@dataclass(frozen=True)
+class Request:
+    """What a route sees of one GET or HEAD request. ``path`` has no query string;
+    ``query`` is the raw one (after ``?``, still percent-encoded); ``headers`` are keyed by
+    lower-case name (a repeated header's values joined with ``, ``, as HTTP says)."""
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 431: "Request Header Fields Too Large",
+    def params(self) -> dict[str, str]:
+        """The query string's parameters, decoded (a repeated one: its first value)."""
+        out: dict[str, str] = {}
+        for key, value in parse_qsl("&".join(self.query.split("&")[:64]), keep_blank_values=True):
+            out.setdefault(key, value)
+        return out
+
+
+# A route answers ``(status, content_type, body)``, optionally with a fourth element:
+# extra response headers as ``(name, value)`` pairs.
+Answer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+Route = Callable[[Request], Awaitable[Answer]]
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 503: "Service Unavailable"}
 _REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (/[\x21-\x7e]*) HTTP/1\.[01]\r?\n")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TEXT = "text/plain; charset=utf-8"
+_MAX_HEADERS = 100
 
 
 class _BadRequest(Exception):
@@ -346,15 +371,17 @@ async def serve_metrics(registry: Registry, host: str = "127.0.0.1", port: int =
                         extra_routes: dict[str, Route] | None = None, read_timeout: float = 10.0,
                         max_header_bytes: int = 8192, max_connections: int = 64,
                         ) -> tuple[asyncio.AbstractServer, int]:
-    """Serve ``GET /metrics`` (and ``extra_routes``: path -> async callable returning
-    ``(status, content_type, body)``) over minimal HTTP/1.1 on asyncio streams.
+    """Serve ``GET /metrics`` (and ``extra_routes``: path -> async callable taking the
+    ``Request`` and returning ``(status, content_type, body[, headers])``) over minimal
+    HTTP/1.1 on asyncio streams.
 
-    An extra route may replace ``/metrics``; a query string is ignored. HEAD works too.
+    Routes match the path exactly, whatever the query string (which the route gets in
+    ``request.query``). An extra route may replace ``/metrics``. HEAD works too.
     One request per connection (``Connection: close``). A request head over
     ``max_header_bytes`` is 431, one not complete within ``read_timeout`` seconds is 408,
     anything unparseable is 400; a connection beyond ``max_connections`` is closed at once.
     Returns the server and the port it is bound to (``port=0`` picks a free one)."""
-    async def metrics() -> tuple[int, str, bytes]:
+    async def metrics(_request: Request) -> Answer:
         return 200, CONTENT_TYPE, registry.render()
 
     routes: dict[str, Route] = {"/metrics": metrics, **(extra_routes or {})}
@@ -380,9 +407,10 @@ async def serve_metrics(registry: Registry, host: str = "127.0.0.1", port: int =
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     routes: dict[str, Route], read_timeout: float, max_header_bytes: int) -> None:
+    headers: Sequence[tuple[str, str]] = ()
     try:
         async with asyncio.timeout(read_timeout):
-            method, path = await _read_head(reader, max_header_bytes)
+            request = await _read_head(reader, max_header_bytes)
     except _BadRequest as bad:
         status, ctype, body, method = bad.status, _TEXT, f"{_REASONS[bad.status]}\n".encode(), "GET"
     except TimeoutError:
@@ -390,14 +418,16 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     except (asyncio.IncompleteReadError, ConnectionError):
         return                                           # the client went away
     else:
-        status, ctype, body = await _dispatch(routes, method, path)
+        method = request.method
+        status, ctype, body, headers = await _dispatch(routes, request)
     async with asyncio.timeout(read_timeout):
-        await _respond(writer, status, ctype, b"" if method == "HEAD" else body, len(body))
+        await _respond(writer, status, ctype, b"" if method == "HEAD" else body, len(body), headers)
         await _linger(reader, writer, min(read_timeout, 1.0))
 
 
-async def _read_head(reader: asyncio.StreamReader, max_header_bytes: int) -> tuple[str, str]:
-    """The method and path of one request; its headers are read (bounded) and ignored."""
+async def _read_head(reader: asyncio.StreamReader, max_header_bytes: int) -> Request:
+    """One request's line and headers (bounded in bytes and in number)."""
+    headers: dict[str, str] = {}
     try:
         line = await reader.readline()
         if not line:
@@ -413,33 +443,50 @@ async def _read_head(reader: asyncio.StreamReader, max_header_bytes: int) -> tup
                 raise _BadRequest(431)
             if header in (b"\r\n", b"\n"):
                 break
+            if len(headers) >= _MAX_HEADERS:
+                raise _BadRequest(431)
             if not header.endswith(b"\n") or b":" not in header:
                 raise _BadRequest(400)
+            name, _, value = header.decode("latin-1").partition(":")
+            if not _HEADER_NAME.fullmatch(name):
+                raise _BadRequest(400)
+            name, value = name.lower(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
     except ValueError:                                  # a line over the stream's limit
         raise _BadRequest(431) from None
-    method, target = match.group(1).decode(), match.group(2).decode()
-    return method, target.split("?", 1)[0]
+    target = match.group(2).decode()
+    path, _, query = target.partition("?")
+    return Request(match.group(1).decode(), path, query, headers)
 
 
-async def _dispatch(routes: dict[str, Route], method: str, path: str) -> tuple[int, str, bytes]:
-    route = routes.get(path)
+async def _dispatch(routes: dict[str, Route], request: Request,
+                    ) -> tuple[int, str, bytes, Sequence[tuple[str, str]]]:
+    route = routes.get(request.path)
     if route is None:
-        return 404, _TEXT, b"Not Found\n"
-    if method not in ("GET", "HEAD"):
-        return 405, _TEXT, b"Method Not Allowed\n"
+        return 404, _TEXT, b"Not Found\n", ()
+    if request.method not in ("GET", "HEAD"):
+        return 405, _TEXT, b"Method Not Allowed\n", ()
     try:
-        return await route()
+        answer = await route(request)
+        status, ctype, body = answer[:3]
+        headers = answer[3] if len(answer) > 3 else ()
+        for name, value in headers:                      # routes are ours, but a header is no place for a newline
+            if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"invalid response header {name!r}")
+            value.encode("latin-1")
+        return status, ctype, body, headers
     except Exception:
-        log.warning("the %s route failed", path, exc_info=True)
-        return 500, _TEXT, b"Internal Server Error\n"
+        log.warning("the %s route failed", request.path, exc_info=True)
+        return 500, _TEXT, b"Internal Server Error\n", ()
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
-                   length: int) -> None:
+                   length: int, headers: Sequence[tuple[str, str]] = ()) -> None:
     head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
             f"Content-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n")
     if status == 405:
         head += "Allow: GET, HEAD\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
     writer.write(head.encode("latin-1") + b"\r\n" + body)
     await writer.drain()
 

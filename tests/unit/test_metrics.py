@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from algomesh.sidecar.metrics import CONTENT_TYPE, DEFAULT_BUCKETS, Registry, serve_metrics
+from algomesh.sidecar.metrics import CONTENT_TYPE, DEFAULT_BUCKETS, Registry, Request, serve_metrics
 
 
 # --- exposition ---------------------------------------------------------------------------
@@ -411,19 +411,58 @@ def test_a_client_that_hangs_up_early_does_no_harm(run):
 
 
 def test_extra_routes(run):
-    async def healthz():
+    async def healthz(request):
         return 200, "application/json", b'{"ok": true}'
 
-    async def broken():
+    async def broken(request):
         raise RuntimeError("boom")
 
+    async def bad_header(request):
+        return 200, "text/plain", b"x", [("X-Evil", "a\r\nSet-Cookie: b")]
+
     async def scenario():
-        _, server, port = await serving(extra_routes={"/healthz": healthz, "/broken": broken})
+        _, server, port = await serving(extra_routes={"/healthz": healthz, "/broken": broken, "/bad": bad_header})
         try:
             status, headers, body = parse(await exchange(port, get("/healthz")))
             assert (status, headers["content-type"], body) == (200, "application/json", b'{"ok": true}')
             assert parse(await exchange(port, get("/broken")))[0] == 500
+            assert parse(await exchange(port, get("/bad")))[0] == 500        # no header injection
             assert parse(await exchange(port, get("/metrics")))[0] == 200
+        finally:
+            server.close()
+            await server.wait_closed()
+    run(scenario())
+
+
+def test_routes_see_the_path_query_and_headers_and_may_answer_headers(run):
+    seen = []
+
+    async def echo(request):
+        seen.append(request)
+        return 401, "application/json", b"{}", [("WWW-Authenticate", "Bearer"), ("Cache-Control", "no-store")]
+
+    async def scenario():
+        _, server, port = await serving(extra_routes={"/api/calls": echo})
+        try:
+            raw = get("/api/calls?algorithm=demo%2Fclean&errors=1&errors=0&empty=&x",
+                      "Authorization: Bearer abc\r\nX-Twice: 1\r\nx-twice: 2\r\n")
+            status, headers, body = parse(await exchange(port, raw))
+            assert (status, body) == (401, b"{}")
+            assert headers["www-authenticate"] == "Bearer" and headers["cache-control"] == "no-store"
+            [request] = seen
+            assert (request.method, request.path) == ("GET", "/api/calls")
+            assert request.query == "algorithm=demo%2Fclean&errors=1&errors=0&empty=&x"
+            assert request.params() == {"algorithm": "demo/clean", "errors": "1", "empty": "", "x": ""}
+            assert request.headers["authorization"] == "Bearer abc"
+            assert request.headers["x-twice"] == "1, 2"                        # repeated: joined
+            assert request.headers["host"] == "localhost"
+            status, headers, body = parse(await exchange(port, b"HEAD /api/calls?q HTTP/1.0\n\n"))
+            assert status == 401 and body == b"" and seen[-1].method == "HEAD" and seen[-1].query == "q"
+            assert parse(await exchange(port, get("/api/calls/")))[0] == 404     # exact paths only
+            assert parse(await exchange(port, get("/api/calls", "Bad Name: x\r\n")))[0] == 400
+            many = get("/api/calls", "".join(f"X-{i}: y\r\n" for i in range(101)))
+            assert parse(await exchange(port, many))[0] == 431                   # bounded in number too
+            assert len(Request("GET", "/", "&".join(f"k{i}=v" for i in range(1000))).params()) == 64
         finally:
             server.close()
             await server.wait_closed()
