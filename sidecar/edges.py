@@ -1,0 +1,133 @@
+"""Call edges: who calls whom, learned from the spans (the scheduler's memory).
+
+Every sidecar's inbound span says which algorithm answered (its name,
+``owner/name@version``) and who called it (``algomesh.caller``: another algorithm's
+``owner/name@version``, or ``client`` for a call through the ingress). Each such span is
+one call on the edge caller → callee. Per edge the graph keeps:
+
+    calls      a decayed count (half-life ``half_life`` seconds, so old habits fade)
+    share      calls on the edge / calls into the caller (the sum of the edges ending at
+               it): how often the caller, when called, calls the callee (client edges:
+               the share of all client calls)
+    errors     a decayed count of calls that failed
+    latency    an exponentially weighted mean of the callee's duration, in ms
+    last_seen  unix seconds
+
+The graph lives in the control plane (SQLite, so it survives a restart) and is fed from
+the same OTLP rows the trace store keeps (``observe``). ``successors(node, threshold)`` is
+what a pre-starting scheduler asks: which algorithms usually follow this one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+CLIENT = "client"
+SERVER_KIND, ERROR_STATUS = 2, 2
+_ALPHA = 0.2  # weight of a new latency sample in the mean
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS edges (
+    caller     TEXT NOT NULL,
+    callee     TEXT NOT NULL,
+    calls      REAL NOT NULL,
+    errors     REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    updated    REAL NOT NULL,
+    PRIMARY KEY (caller, callee)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Edge:
+    caller: str
+    callee: str
+    calls: float
+    share: float
+    errors: float
+    latency_ms: float
+    last_seen: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+
+class CallGraph:
+    def __init__(self, path: str | Path, *, half_life: float = 3600.0) -> None:
+        self.half_life = half_life
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def _decay(self, value: float, since: float, now: float) -> float:
+        return value * math.pow(0.5, max(0.0, now - since) / self.half_life)
+
+    def observe(self, rows: Iterable[tuple], now: float | None = None) -> int:
+        """Learn from span rows as ``traces.rows_of`` makes them: (trace_id, span_id,
+        parent_id, name, kind, service, start_ns, end_ns, status, message, attributes_json).
+        Returns the number of calls learned."""
+        calls = []
+        for _tid, _sid, _pid, name, kind, _service, start, end, status, _msg, attributes in rows:
+            if kind != SERVER_KIND or "@" not in name or name.startswith("call "):
+                continue  # only a sidecar's inbound span is a call on an edge
+            caller = json.loads(attributes).get("algomesh.caller") or CLIENT
+            calls.append((caller, name, max(0, end - start) / 1e6, status == ERROR_STATUS))
+        if not calls:
+            return 0
+        now = time.time() if now is None else now
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for caller, callee, ms, failed in calls:
+                    row = db.execute("SELECT calls, errors, latency_ms, updated FROM edges WHERE caller = ? AND callee = ?",
+                                     (caller, callee)).fetchone()
+                    if row is None:
+                        db.execute("INSERT INTO edges VALUES (?, ?, 1, ?, ?, ?)", (caller, callee, float(failed), ms, now))
+                    else:
+                        n, e, lat, updated = row
+                        db.execute("UPDATE edges SET calls = ?, errors = ?, latency_ms = ?, updated = ? "
+                                   "WHERE caller = ? AND callee = ?",
+                                   (self._decay(n, updated, now) + 1, self._decay(e, updated, now) + failed,
+                                    (1 - _ALPHA) * lat + _ALPHA * ms, now, caller, callee))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(calls)
+
+    def edges(self, now: float | None = None) -> list[Edge]:
+        """Every edge, its counts decayed to now; share = edge calls / calls into the caller."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute("SELECT caller, callee, calls, errors, latency_ms, updated FROM edges").fetchall()
+        decayed = [(c, d, self._decay(n, u, now), self._decay(e, u, now), lat, u) for c, d, n, e, lat, u in rows]
+        into: dict[str, float] = {}
+        client_total = 0.0
+        for caller, callee, n, *_ in decayed:
+            into[callee] = into.get(callee, 0.0) + n
+            if caller == CLIENT:
+                client_total += n
+        out = []
+        for caller, callee, n, e, lat, u in decayed:
+            base = client_total if caller == CLIENT else into.get(caller, 0.0)
+            out.append(Edge(caller, callee, n, min(1.0, n / base) if base else 0.0, e, lat, u))
+        return sorted(out, key=lambda x: (x.caller, x.callee))
+
+    def successors(self, node: str, threshold: float = 0.5, now: float | None = None) -> list[Edge]:
+        """The edges out of ``node`` whose share is at least ``threshold``."""
+        return [e for e in self.edges(now) if e.caller == node and e.share >= threshold]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
