@@ -230,6 +230,21 @@ class LocalLauncher:
     def instances(self) -> list[tuple[str, str, str, int | None]]:
         return [(c.id, c.name, c.version, c.process.returncode) for c in self._children.values()]
 
+    def states(self) -> list[tuple[str, str, str, str, float]]:
+        """``(instance id, name, version, state, seconds since start)`` of every running
+        child: ``starting`` (not registered yet), ``warm`` (registered), ``stopping``
+        (registered, then withdrew, still running; or the mesh is shutting down). Read-only."""
+        now, out = time.monotonic(), []
+        for c in list(self._children.values()):
+            if c.process.returncode is not None:
+                continue
+            if self._stopping or (c.ready.is_set() and c.instance is None):
+                state = "stopping"
+            else:
+                state = "warm" if c.instance is not None else "starting"
+            out.append((c.id, c.name, c.version, state, now - c.started))
+        return out
+
 
 def _tail(path: Path, lines: int = 12) -> str:
     try:

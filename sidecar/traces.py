@@ -134,6 +134,55 @@ class TraceStore:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
 
+    # read-only queries for the dashboard ----------------------------------------------
+    #
+    # A "call" is a SERVER span: a sidecar's inbound span (named ``owner/name@version``; its
+    # caller is the calling algorithm's ``owner/name@version``, or ``client`` when it came
+    # through the ingress), or the ingress's own ``call owner/name`` span. The ingress's is
+    # listed only when it failed with no hop below it (refused or not found before any
+    # algorithm answered); otherwise the sidecar's span is that call. Ingress spans are
+    # told apart by name, not service: OTEL_SERVICE_NAME may rename the ingress.
+
+    _CALLER = "COALESCE(json_extract(s.attributes, '$.\"algomesh.caller\"'), 'client')"
+
+    def call_edges(self, since_ns: int, limit: int = 100_000) -> list[tuple[str, str, int, bool]]:
+        """``(caller, callee, duration_ns, failed)`` of the inbound calls (sidecars' SERVER
+        spans) that started at or after ``since_ns``, newest first, at most ``limit``;
+        callee is ``owner/name@version``."""
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT {self._CALLER}, s.name, s.end_ns - s.start_ns, s.status = 2 FROM spans s "
+                "WHERE s.start_ns >= ? AND s.kind = 2 AND s.name NOT LIKE 'call %' "
+                "ORDER BY s.start_ns DESC LIMIT ?", (since_ns, max(0, limit))).fetchall()
+        return [(caller, name, duration, bool(failed)) for caller, name, duration, failed in found]
+
+    def calls(self, since_ns: int, *, algorithm: str = "", version: str = "", caller: str = "",
+              errors: bool = False, min_duration_ns: int = 0, limit: int = 100) -> list[SpanRow]:
+        """Recent calls (see above), newest first, at most ``limit``: filtered by the called
+        algorithm (``owner/name``) and version, by caller (``owner/name@version`` or
+        ``client``), to failed ones, and to those lasting at least ``min_duration_ns``."""
+        where = ["s.start_ns >= ?", "s.kind = 2",
+                 "(s.name NOT LIKE 'call %' OR (s.status = 2 AND NOT EXISTS "
+                 "(SELECT 1 FROM spans c WHERE c.trace_id = s.trace_id AND c.parent_id = s.span_id)))"]
+        args: list = [since_ns]
+        if algorithm:
+            where.append("json_extract(s.attributes, '$.\"algomesh.algorithm\"') = ?")
+            args.append(algorithm)
+        if version:
+            where.append("json_extract(s.attributes, '$.\"algomesh.version\"') = ?")
+            args.append(version)
+        if caller:
+            where.append(f"{self._CALLER} = ?")
+            args.append(caller)
+        if errors:
+            where.append("s.status = 2")
+        if min_duration_ns > 0:
+            where.append("s.end_ns - s.start_ns >= ?")
+            args.append(min_duration_ns)
+        args.append(max(0, limit))
+        return self._rows(f"SELECT s.* FROM spans s WHERE {' AND '.join(where)} ORDER BY s.start_ns DESC LIMIT ?",
+                          args)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
