@@ -160,8 +160,11 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await server.start()
     await mesh_server.start()
     http_port = cfg.http_port if cfg.http_port is not None else (port + 1 if cfg.port else 0)
+    from .dashboard import Dashboard  # the page and its JSON API, next to /metrics (a token per start)
+    dashboard = Dashboard(traces=traces, view=view, launcher=launcher, address=address, insecure=cfg.insecure)
     try:
-        http_server, http_port = await serve_metrics(metrics.registry, cfg.host, http_port)
+        http_server, http_port = await serve_metrics(metrics.registry, cfg.host, http_port,
+                                                     extra_routes=dashboard.routes())
     except OSError as exc:
         await server.stop(None)
         await mesh_server.stop(None)
@@ -182,6 +185,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # Instances are replaced at 2/3 of their certificate's lifetime, well before it expires.
     rotation = asyncio.ensure_future(launcher.rotate(every=cfg.cert_lifetime * 2 / 3)) if ca else None
     announce(f"algomesh up: listening on {address}")
+    announce(f"  dashboard {dashboard.url(cfg.host, http_port)}")
     announce(f"  metrics   http://{cfg.host}:{http_port}/metrics")
     announce(f"  mesh      {mesh_address} (sidecars; {'plain' if cfg.insecure else 'mTLS, mesh CA made at start'})")
     if cfg.insecure:
