@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
 import grpc
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -145,15 +146,29 @@ class TraceStore:
 
     _CALLER = "COALESCE(json_extract(s.attributes, '$.\"algomesh.caller\"'), 'client')"
 
+    def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """A read on a connection of its own (read-only; WAL lets it run beside writes), so
+        a long dashboard query never holds up the spans arriving. An in-memory store has
+        only its one connection."""
+        with self._lock:
+            path = self._db.execute("PRAGMA database_list").fetchone()[2]
+        if not path:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
     def call_edges(self, since_ns: int, limit: int = 100_000) -> list[tuple[str, str, int, bool]]:
         """``(caller, callee, duration_ns, failed)`` of the inbound calls (sidecars' SERVER
         spans) that started at or after ``since_ns``, newest first, at most ``limit``;
         callee is ``owner/name@version``."""
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT {self._CALLER}, s.name, s.end_ns - s.start_ns, s.status = 2 FROM spans s "
-                "WHERE s.start_ns >= ? AND s.kind = 2 AND s.name NOT LIKE 'call %' "
-                "ORDER BY s.start_ns DESC LIMIT ?", (since_ns, max(0, limit))).fetchall()
+        found = self._read(
+            f"SELECT {self._CALLER}, s.name, s.end_ns - s.start_ns, s.status = 2 FROM spans s "
+            "WHERE s.start_ns >= ? AND s.kind = 2 AND s.name NOT LIKE 'call %' "
+            "ORDER BY s.start_ns DESC LIMIT ?", (since_ns, max(0, limit)))
         return [(caller, name, duration, bool(failed)) for caller, name, duration, failed in found]
 
     def calls(self, since_ns: int, *, algorithm: str = "", version: str = "", caller: str = "",
@@ -180,8 +195,9 @@ class TraceStore:
             where.append("s.end_ns - s.start_ns >= ?")
             args.append(min_duration_ns)
         args.append(max(0, limit))
-        return self._rows(f"SELECT s.* FROM spans s WHERE {' AND '.join(where)} ORDER BY s.start_ns DESC LIMIT ?",
-                          args)
+        found = self._read(f"SELECT s.* FROM spans s WHERE {' AND '.join(where)} ORDER BY s.start_ns DESC LIMIT ?",
+                           args)
+        return [SpanRow(*r[:10], json.loads(r[10])) for r in found]
 
     def close(self) -> None:
         with self._lock:

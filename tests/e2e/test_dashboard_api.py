@@ -158,6 +158,32 @@ def test_ingress_refusals_are_calls_too(mesh, client, traffic):
     assert found and found[0]["hop"] == "ingress" and found[0]["reason"] == "ALGORITHM_NOT_FOUND"
 
 
+def test_an_instance_is_starting_until_it_registers_then_warm_and_a_new_version_is_cold(mesh, client, tmp_path):
+    import threading
+
+    from tests.conftest import write_algorithm
+
+    base, token = dashboard_url(mesh)
+    mesh.publish(write_algorithm(tmp_path / "slow", "dash/slow", "1.0.0",
+                                 "import time\ndef load():\n    time.sleep(3)\ndef apply(x):\n    return x\n"))
+
+    def version(name: str, v: str) -> dict:
+        algorithms = {a["name"]: a for a in api(base, token, "/api/algorithms")["algorithms"]}
+        return next(x for x in algorithms[name]["versions"] if x["version"] == v)
+
+    assert version("dash/slow", "1.0.0")["state"] == "cold" and version("dash/slow", "1.0.0")["instances"] == []
+    call = threading.Thread(target=lambda: client.algo("dash/slow").pipe(1).result)
+    call.start()
+    starting = until(lambda: version("dash/slow", "1.0.0")["state"] == "starting", timeout=10)
+    assert starting, version("dash/slow", "1.0.0")
+    [inst] = version("dash/slow", "1.0.0")["instances"]
+    assert inst["state"] == "starting" and inst["id"].startswith("i")
+    assert api(base, token, "/api/overview")["instances"].get("starting") == 1
+    call.join(60)
+    warm = version("dash/slow", "1.0.0")
+    assert warm["state"] == "warm" and [i["id"] for i in warm["instances"]] == [inst["id"]]
+
+
 def test_a_trace_is_a_waterfall_in_tree_order(mesh, traffic):
     base, token = dashboard_url(mesh)
     tid = traffic["pipelines"][0]
