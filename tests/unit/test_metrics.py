@@ -482,3 +482,44 @@ def test_render_is_live(run):
             server.close()
             await server.wait_closed()
     run(scenario())
+
+
+def test_any_request_head_gets_one_well_formed_answer_and_the_server_keeps_serving():
+    """Property: whatever bytes arrive as a request head, the answer is one HTTP/1.1
+    status line with a known status (or nothing, for a head cut short), routes see only
+    what parsed, and the next good request is served."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    seen: list[Request] = []
+
+    async def echo(request):
+        seen.append(request)
+        return 200, "text/plain", repr(request.params()).encode()
+
+    token = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=40)
+    heads = st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda m, path, q, headers: (f"{m} /{path}?{q} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("utf-8", "surrogatepass"),
+            st.sampled_from(["GET", "HEAD", "POST", "get", "BREW"]), st.one_of(st.just("echo"), token), token,
+            st.lists(st.tuples(token, token), max_size=6)),
+    )
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(heads)
+    def check(raw):
+        async def scenario():
+            _, server, port = await serving(read_timeout=0.3, extra_routes={"/echo": echo})
+            try:
+                answer = await exchange(port, raw + b"\r\n\r\n", timeout=5.0)
+                if answer:
+                    status = int(answer.split(b" ", 2)[1])
+                    assert answer.startswith(b"HTTP/1.1 ") and status in (200, 400, 404, 405, 408, 431)
+                assert parse(await exchange(port, get("/metrics")))[0] == 200
+            finally:
+                server.close()
+                await server.wait_closed()
+        asyncio.run(scenario())
+
+    check()
+    assert all(r.path == "/echo" and r.method in ("GET", "HEAD") for r in seen)
