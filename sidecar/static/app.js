@@ -325,6 +325,8 @@
       svg.appendChild(g);
     }
     box.appendChild(svg);
+    // fit the panel, but never below 80% of its size: a wider graph scrolls sideways
+    svg.style.width = Math.max(width * 0.8, Math.min(width, box.clientWidth)) + "px";
   }
 
   function versionStates(algorithms) {
