@@ -159,6 +159,14 @@ def test_the_dashboard_shows_the_pipeline_its_calls_and_its_waterfall(mesh, clie
     expect(page.locator('[data-test="call"][data-algorithm="demo/sentiment"]')).to_have_count(n + 1)
     page.click("#filter-clear")
     expect(calls).to_have_count(3 * n + 4, timeout=WAIT)
+    # clicking a node lists the calls to it; the client node, the calls from clients
+    page.locator('[data-test="graph-node"][data-node="demo/sentiment@1.0.0"]').click()
+    expect(calls).to_have_count(n + 1, timeout=WAIT)
+    expect(page.locator('[data-test="call"][data-algorithm="demo/sentiment"]')).to_have_count(n + 1)
+    expect(page.locator("#filter-algorithm")).to_have_value("demo/sentiment@1.0.0")
+    page.locator('[data-test="graph-node"][data-node="client"]').click()
+    expect(calls).to_have_count(2 * n + 3, timeout=WAIT)                # clean (+1 failed) and sentiment
+    expect(page.locator('[data-test="call"][data-caller="client"]')).to_have_count(2 * n + 3)
 
     # clicking the pipe's edge lists the calls on that edge
     piped.locator('[data-test="edge-label"]').click()
