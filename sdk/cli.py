@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--http-port", type=int, default=None,
                     help="HTTP port of /metrics (default: the gRPC port + 1; 0 picks a free one)")
     up.add_argument("--trace-hours", type=float, default=24.0, help="how long spans are kept (default 24)")
+    up.add_argument("--trace-max-spans", type=int, default=200_000,
+                    help="at most this many spans are kept, the oldest dropped first (default 200000)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     up.add_argument("--registry", default=os.environ.get("ALGOMESH_REGISTRY", ""),
                     help="registry store: sqlite:///path/registry.db or consul://host:8500[/prefix] "
@@ -146,6 +148,9 @@ def _up(a: argparse.Namespace) -> int:
         print(f"error: `algomesh up` needs the server extra (pip install 'algomesh[server]'): {exc}",
               file=sys.stderr)
         return 1
+    if a.trace_hours <= 0 or a.trace_max_spans < 1:
+        print("error: --trace-hours and --trace-max-spans must be positive", file=sys.stderr)
+        return 2
     if not 0.002 <= a.cert_hours <= 24 * 365:
         print("error: --cert-hours must be between 0.002 (7 s, for tests) and 8760", file=sys.stderr)
         return 2
@@ -158,7 +163,8 @@ def _up(a: argparse.Namespace) -> int:
                                            max_payload=int(a.max_payload_mb * 2**20),
                                            insecure=a.insecure, new_admin_key=a.new_admin_key,
                                            cert_lifetime=a.cert_hours * 3600, http_port=a.http_port,
-                                           trace_retention=a.trace_hours * 3600))
+                                           trace_retention=a.trace_hours * 3600,
+                                           trace_max_spans=a.trace_max_spans))
     return 0
 
 

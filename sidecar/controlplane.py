@@ -31,6 +31,7 @@ from algomesh.registry.resolve import owner_of, resolve_in
 from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
 
+from .dashboard import Dashboard
 from .launcher import LocalLauncher
 from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
@@ -160,7 +161,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await server.start()
     await mesh_server.start()
     http_port = cfg.http_port if cfg.http_port is not None else (port + 1 if cfg.port else 0)
-    from .dashboard import Dashboard  # the page and its JSON API, next to /metrics (a token per start)
+    # the dashboard's page and JSON API, next to /metrics (its API wants a token made per start)
     dashboard = Dashboard(traces=traces, view=view, launcher=launcher, address=address, insecure=cfg.insecure)
     try:
         http_server, http_port = await serve_metrics(metrics.registry, cfg.host, http_port,
