@@ -32,6 +32,7 @@ from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
 
 from .dashboard import Dashboard
+from .edges import CallGraph
 from .launcher import LocalLauncher
 from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
@@ -87,7 +88,10 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
     socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
 
-    traces = TraceStore(cfg.data_dir / "traces.db", retention=cfg.trace_retention, max_spans=cfg.trace_max_spans)
+    # The call graph (caller -> callee edges, decayed; the scheduler's memory) learns from every span stored.
+    graph = CallGraph(cfg.data_dir / "edges.db")
+    traces = TraceStore(cfg.data_dir / "traces.db", retention=cfg.trace_retention, max_spans=cfg.trace_max_spans,
+                        observers=[graph.observe])
     provider = tracer_provider("algomesh-ingress", exporters=[StoreExporter(traces)], named_by_env=True)
     server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE, TRACES_SERVICE])
     try:
@@ -222,6 +226,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await router.close()
     provider.shutdown()  # flush the last spans into the store
     traces.close()
+    graph.close()
     view.stop()
     store.close()
     shutil.rmtree(socket_dir, ignore_errors=True)

@@ -12,12 +12,13 @@ beyond ``max_spans`` are deleted as new ones arrive.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import quote
 
 import grpc
@@ -30,6 +31,8 @@ from algomesh._errors import error
 from algomesh.v1 import traces_pb2, traces_pb2_grpc
 
 from .rescue import rescued
+
+log = logging.getLogger("algomesh.traces")
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -93,9 +96,11 @@ def rows_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[tuple]
 
 
 class TraceStore:
-    def __init__(self, path: str | Path, *, retention: float = 24 * 3600, max_spans: int = 200_000) -> None:
+    def __init__(self, path: str | Path, *, retention: float = 24 * 3600, max_spans: int = 200_000,
+                 observers: Sequence[Callable[[list[tuple]], object]] = ()) -> None:
         self.retention = retention
         self.max_spans = max_spans
+        self.observers = list(observers)  # told every batch of new rows (the call graph learns from them)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:
@@ -120,6 +125,11 @@ class TraceStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        for observe in self.observers:
+            try:
+                observe(rows)
+            except Exception:  # the spans are stored; one observer failing must not refuse them
+                log.exception("a span observer failed")
         return len(rows)
 
     def _rows(self, sql: str, args: Sequence = ()) -> list[SpanRow]:

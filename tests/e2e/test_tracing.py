@@ -92,6 +92,22 @@ def test_a_three_stage_pipeline_is_one_trace_with_every_hop(client):
     assert "LOVE" not in everything and "bob" not in everything and client.api_key not in everything
 
 
+def test_the_control_plane_learns_call_edges_from_the_spans(mesh, client):
+    from algomesh.sidecar.edges import CallGraph
+
+    clean, sentiment = client.algo("demo/clean"), client.algo("demo/sentiment")
+    resp = sentiment.pipe(clean.pipe("edges, please"))
+    _stored(client, resp.metadata.trace_id, 9)
+    graph = CallGraph(mesh.data_dir / "edges.db")      # the control plane's own file (SQLite, WAL)
+    try:
+        edges = {(e.caller, e.callee): e for e in graph.edges()}
+    finally:
+        graph.close()
+    assert edges["demo/clean@1.0.0", "demo/tokenize@1.0.0"].share == 1.0    # clean always pipes to tokenize
+    assert edges["client", "demo/clean@1.0.0"].calls >= 2 and edges["client", "demo/sentiment@1.0.0"].calls >= 2
+    assert not any(callee.startswith("apply") or caller.startswith("call ") for caller, callee in edges)
+
+
 def test_a_failing_stage_is_marked_with_its_reason(mesh, client, tmp_path):
     from tests.conftest import write_algorithm
 
