@@ -163,7 +163,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     def __init__(self, registry: Registry, view: RegistryView, identify: Identify, locator: Locator | None = None,
                  scaler: Scaler | None = None, issue: Callable[[str, float], tuple[bytes, bytes, bytes]] | None = None,
-                 reserved: tuple[str, ...] = ()) -> None:
+                 reserved: tuple[str, ...] = (), on_locate: Callable[[registry_pb2.VersionInfo], object] | None = None
+                 ) -> None:
         self.registry = registry
         self.view = view
         self.identify = identify
@@ -171,6 +172,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.scaler = scaler
         self.issue = issue        # (identity, lifetime) -> (ca, cert, key) PEMs; None: no mesh CA
         self.reserved = reserved  # identities no one may get a certificate for
+        self.on_locate = on_locate  # told each version located (the scheduler pre-starts what follows)
 
     @rescued
     async def Publish(self, request, context):
@@ -222,6 +224,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if self.locator is None:
             raise error("LAUNCH_FAILED", "this registry has no launcher")
         info = await self.registry.resolve(target, requester)
+        if self.on_locate is not None:
+            self.on_locate(info)
         instances, cold = await self.locator(info)
         return registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold)
 

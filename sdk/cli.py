@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--http-port", type=int, default=None,
                     help="HTTP port of /metrics (default: the gRPC port + 1; 0 picks a free one)")
     up.add_argument("--trace-hours", type=float, default=24.0, help="how long spans are kept (default 24)")
+    up.add_argument("--prestart-threshold", type=float, default=0.5,
+                    help="pre-start an algorithm's followers when at least this share of its calls call them "
+                         "(default 0.5; above 1: never)")
     up.add_argument("--trace-max-spans", type=int, default=200_000,
                     help="at most this many spans are kept, the oldest dropped first (default 200000)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -164,7 +167,8 @@ def _up(a: argparse.Namespace) -> int:
                                            insecure=a.insecure, new_admin_key=a.new_admin_key,
                                            cert_lifetime=a.cert_hours * 3600, http_port=a.http_port,
                                            trace_retention=a.trace_hours * 3600,
-                                           trace_max_spans=a.trace_max_spans))
+                                           trace_max_spans=a.trace_max_spans,
+                                           prestart_threshold=a.prestart_threshold))
     return 0
 
 

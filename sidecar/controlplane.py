@@ -33,6 +33,7 @@ from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
 
 from .dashboard import Dashboard
 from .edges import CallGraph
+from .prestart import PreStarter
 from .launcher import LocalLauncher
 from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
@@ -68,6 +69,7 @@ class UpConfig:
     cert_lifetime: float = 24 * 3600.0  # seconds an instance's mesh certificate is valid
     trace_retention: float = 24 * 3600.0  # seconds spans are kept
     trace_max_spans: int = 200_000
+    prestart_threshold: float = 0.5  # pre-start B when at least this share of A's calls call B (> 1: never)
     http_port: int | None = None  # dashboard and /metrics; None: the gRPC port + 1 (0 if that is 0)
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
@@ -138,9 +140,24 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         c = ca.issue(identity, lifetime)
         return c.ca, c.cert, c.key
 
+    metrics = MeshMetrics()
+
+    def version_of(name: str, version: str) -> registry_pb2.VersionInfo | None:
+        return next((i for i in view.versions if i.manifest.name == name and i.manifest.version == version), None)
+
+    prestarts = metrics.registry.counter("algomesh_prestarts", "Instances started before they were asked for.",
+                                         ("algorithm", "version"))
+    prestarter = PreStarter(graph, launcher, version_of, threshold=cfg.prestart_threshold,
+                            on_prestart=lambda n, v: prestarts.labels(n, v).inc())
+
+    def on_locate(info: registry_pb2.VersionInfo) -> None:
+        if not launcher.ready(info.manifest.name, info.manifest.version):  # about to start: so are its followers
+            prestarter.follow(info)
+
     servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale,
-                                issue=issue if ca else None, reserved=(CONTROL_PLANE,))
-    mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale)
+                                issue=issue if ca else None, reserved=(CONTROL_PLANE,), on_locate=on_locate)
+    mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale,
+                                     on_locate=on_locate)
 
     async def locate(target: str, requester: str) -> Location:
         return location_from(await servicer.locate(target, requester))
@@ -153,7 +170,6 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
 
     server.add_generic_rpc_handlers((registry_handler(servicer),))
     mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer, only=MESH_METHODS),))
-    metrics = MeshMetrics()
     metrics.registry.gauge("algomesh_instances", "Instances, by health state (the registry's view).",
                            ("algorithm", "version", "state"), collect=lambda: _instance_counts(view))
     ingress = ingress_stack(router, max_payload=cfg.max_payload,

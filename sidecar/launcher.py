@@ -89,18 +89,38 @@ class LocalLauncher:
                 and c.process.returncode is None and not self._failing(c.id)]
 
     async def ensure(self, info: registry_pb2.VersionInfo) -> tuple[list[registry_pb2.Instance], bool]:
+        """Ready instances of this version, starting one if there is none. The flag says
+        whether this call started it (a cold start); a call that finds an instance already
+        starting (another call's, or a pre-start) waits for it but did not start it."""
         m = info.manifest
         found = self.ready(m.name, m.version)
         if found:
             return found, False
-        key = (m.name, m.version)
-        pending = self._starting.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._start(info))
-            self._starting[key] = pending
-            pending.add_done_callback(lambda _f: self._starting.pop(key, None))
+        pending, started = self._starting_future(info)
         await asyncio.shield(pending)
-        return self.ready(m.name, m.version) or [pending.result()], True
+        return self.ready(m.name, m.version) or [pending.result()], started
+
+    def _starting_future(self, info: registry_pb2.VersionInfo) -> tuple[asyncio.Future, bool]:
+        key = (info.manifest.name, info.manifest.version)
+        pending = self._starting.get(key)
+        if pending is not None:
+            return pending, False
+        pending = asyncio.ensure_future(self._start(info))
+        self._starting[key] = pending
+        pending.add_done_callback(lambda _f: self._starting.pop(key, None))
+        return pending, True
+
+    def prestart(self, info: registry_pb2.VersionInfo) -> bool:
+        """Start an instance in the background unless one is ready or starting (the
+        scheduler's pre-start). True if it started one."""
+        m = info.manifest
+        if self._stopping or self.ready(m.name, m.version):
+            return False
+        pending, started = self._starting_future(info)
+        if started:
+            log.info("pre-start %s %s", m.name, m.version)
+            pending.add_done_callback(_log_failure)
+        return started
 
     async def scale(self, info: registry_pb2.VersionInfo, count: int) -> list[registry_pb2.Instance]:
         """Run exactly ``count`` instances of this version: start the missing ones (in
@@ -244,6 +264,11 @@ class LocalLauncher:
                 state = "warm" if c.instance is not None else "starting"
             out.append((c.id, c.name, c.version, state, now - c.started))
         return out
+
+
+def _log_failure(f: asyncio.Future) -> None:
+    if not f.cancelled() and f.exception() is not None:
+        log.warning("a pre-start failed: %s", f.exception())
 
 
 def _tail(path: Path, lines: int = 12) -> str:
