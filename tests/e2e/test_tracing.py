@@ -103,7 +103,7 @@ def test_the_control_plane_learns_call_edges_from_the_spans(mesh, client):
         edges = {(e.caller, e.callee): e for e in graph.edges()}
     finally:
         graph.close()
-    assert edges["demo/clean@1.0.0", "demo/tokenize@1.0.0"].share == 1.0    # clean always pipes to tokenize
+    assert edges["demo/clean@1.0.0", "demo/tokenize@1.0.0"].share > 0.99    # clean always pipes to tokenize (decay: not exactly 1)
     assert edges["client", "demo/clean@1.0.0"].calls >= 2 and edges["client", "demo/sentiment@1.0.0"].calls >= 2
     assert not any(callee.startswith("apply") or caller.startswith("call ") for caller, callee in edges)
 
