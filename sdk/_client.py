@@ -214,8 +214,9 @@ class Client:
 
     # registry -----------------------------------------------------------------------
 
-    def _registry(self, method: str, request: Any, timeout: float = 60.0) -> Any:
-        stub = registry_pb2_grpc.RegistryStub(self._channel)
+    def _registry(self, method: str, request: Any, timeout: float = 60.0, stub: Any = None) -> Any:
+        """One unary control-plane RPC (Registry, or ``stub``'s service) with this client's key."""
+        stub = stub or registry_pb2_grpc.RegistryStub(self._channel)
         auth = ((_wire.AUTH_KEY, f"Simple {self.api_key}"),) if self.api_key else ()
         try:
             return getattr(stub, method)(request, timeout=timeout, metadata=auth)
@@ -269,12 +270,8 @@ class Client:
 
     def trace(self, trace_id: str) -> traces_pb2.Trace:
         """Every span the control plane kept of one call (its ``metadata.trace_id``)."""
-        stub = traces_pb2_grpc.TracesStub(self._channel)
-        auth = ((_wire.AUTH_KEY, f"Simple {self.api_key}"),) if self.api_key else ()
-        try:
-            return stub.GetTrace(traces_pb2.GetTraceRequest(trace_id=trace_id), timeout=60, metadata=auth)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        return self._registry("GetTrace", traces_pb2.GetTraceRequest(trace_id=trace_id),
+                              stub=traces_pb2_grpc.TracesStub(self._channel))
 
     def close(self) -> None:
         self._channel.close()
