@@ -31,6 +31,7 @@ from algomesh.sidecar.rescue import abort, rescued
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .artifacts import ArtifactStore, tree_digest
+from .build import run_build
 from .keys import Principal, new_key, public
 from .manifest import read_manifest
 from .resolve import owner_of, resolve, resolve_in, visible
@@ -87,9 +88,12 @@ class Registry:
         try:
             manifest = read_manifest(staging)
             authorize(manifest.name)
+            digest = tree_digest(staging)  # of what was published, before the build adds to it
+            if self.store.get_version(manifest.name, manifest.version) is None:
+                run_build(staging, manifest.build, name=manifest.name, version=manifest.version)
             if not (staging / manifest.entrypoint).exists():
-                raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder")
-            digest = tree_digest(staging)
+                raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder"
+                            + (" after the build step" if manifest.build else ""))
             info = registry_pb2.VersionInfo(manifest=manifest, digest=digest, published_at=int(time.time()),
                                             private=private)
             created = self.store.publish(info)

@@ -227,7 +227,7 @@ class Client:
         """Publish the algorithm folder at ``path`` (its algomesh.toml names it). A private
         version resolves only for its owner."""
         return self._registry("Publish", registry_pb2.PublishRequest(archive=pack(path), private=private),
-                              timeout=300)
+                              timeout=1500)  # a compiled runtime's build step runs inside publish
 
     def scale(self, ref: str, instances: int) -> registry_pb2.ScaleResponse:
         """Run ``instances`` instances of the version ``ref`` resolves to."""

@@ -145,6 +145,7 @@ REASONS: dict[str, Reason] = {
     "INVALID_TARGET": Reason(_C.INVALID_ARGUMENT, InvalidError, "name an algorithm as owner/name[/version]"),
     "INVALID_MANIFEST": Reason(_C.INVALID_ARGUMENT, InvalidError, "fix algomesh.toml"),
     "INVALID_ARCHIVE": Reason(_C.INVALID_ARGUMENT, InvalidError, "publish a folder with algomesh.toml at its root"),
+    "BUILD_FAILED": Reason(_C.FAILED_PRECONDITION, InvalidError, "fix the build step or the sources; the compiler's output is the stack trace"),
     "VERSION_EXISTS": Reason(_C.ALREADY_EXISTS, VersionExistsError, "versions are immutable; bump the version"),
     "TRACE_NOT_FOUND": Reason(_C.NOT_FOUND, NotFoundError, "traces are kept for a day (--trace-hours); copy the id from the response's trace_id"),
     "KEY_NOT_FOUND": Reason(_C.NOT_FOUND, NotFoundError, "check the key's id with `algomesh keys list`"),

@@ -83,7 +83,7 @@ class RunnerProcess:
         cmd = runner_command(self.runtime, self.spec)
         self.starts += 1
         t0 = time.monotonic()
-        self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env(self._env))
+        self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
         self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
         exited = asyncio.ensure_future(self._proc.wait())
         ready = asyncio.ensure_future(self._channel.channel_ready())

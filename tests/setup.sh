@@ -17,14 +17,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # The dashboard's browser test drives Debian's chromium through Playwright (never
-# `playwright install`): install it when missing. The demo needs no browser.
-if [ "$(basename "${BASH_SOURCE[1]:-}")" != "demo.sh" ] && ! command -v chromium >/dev/null 2>&1; then
-  echo "tests/setup.sh: installing Debian's chromium (for tests/e2e/test_dashboard.py)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
-  if ! { "${SUDO[@]}" apt-get update && "${SUDO[@]}" apt-get install -y chromium; } >&2 \
-      || ! command -v chromium >/dev/null 2>&1; then
-    echo "tests/setup.sh: could not install chromium (apt-get install chromium, as root); the dashboard's" \
-         "browser test needs it" >&2
-    exit 1
-  fi
+# `playwright install`). The demo needs no browser and no other language's toolchain.
+if [ "$(basename "${BASH_SOURCE[1]:-}")" != "demo.sh" ]; then
+  bash tests/apt-install.sh chromium chromium
+  # Each runner installs what it needs to build and run (runners/<language>/setup.sh).
+  for setup in runners/*/setup.sh; do
+    if [ -f "$setup" ]; then bash "$setup"; fi
+  done
 fi
