@@ -25,6 +25,7 @@ class Load:
         self.algo = client.algo(ref).set_options(timeout=30)
         self.results: list[tuple[float, object]] = []   # (finished at, outcome)
         self.started: list[tuple[float, object]] = []   # (started at, outcome)
+        self.spans: list[tuple[float, float, object]] = []  # (started at, finished at, outcome)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -35,8 +36,10 @@ class Load:
                 out = self.algo.pipe("x").result
             except algomesh.AlgomeshError as exc:
                 out = exc
-            self.results.append((time.monotonic(), out))
+            finished = time.monotonic()
+            self.results.append((finished, out))
             self.started.append((started, out))
+            self.spans.append((started, finished, out))
 
     def __enter__(self) -> "Load":
         for t in self._threads:
@@ -105,8 +108,12 @@ def test_calls_balance_over_instances_and_survive_one_being_killed(mesh, client,
         os.killpg(victim, signal.SIGKILL)  # the sidecar and its runner, without a goodbye
         killed = time.monotonic()
         time.sleep(3 * interval)
-    late = load.failures(after=killed + interval)
-    assert late == [], f"{late[:3]}; the mesh said:\n{mesh.output[-4000:]}\nslowest spans:\n{_slowest(mesh)}"
+    # Calls started a health interval after the kill all succeed; calls in flight on the
+    # killed instance may fail, but promptly (a dead peer's connection closes), not at their deadline.
+    failed = [(round(s - killed, 2), round(f - killed, 2), r) for s, f, r in load.spans if isinstance(r, Exception)]
+    late = [x for x in failed if x[0] > interval or x[1] - x[0] > 10]
+    assert late == [], (f"(started, finished, error) after the kill: {late[:3]}; all failures: {failed[:8]}; "
+                        f"the mesh said:\n{mesh.output[-4000:]}\nslowest spans:\n{_slowest(mesh)}")
     after = [r for t, r in load.results if t > killed + interval and isinstance(r, dict)]
     assert len(after) > 20 and len({r["pid"] for r in after}) == 1
     assert len(load.failures()) <= 8  # at most the calls in flight on the killed instance
