@@ -17,6 +17,7 @@
     idle_seconds = 300
     concurrency = 1                # calls one instance runs at once
     max_in_flight = 64             # calls one instance holds (running + waiting); more: OVERLOADED
+    scale_up_in_flight = 0         # calls in flight per instance past which another starts (0: concurrency)
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def parse_manifest(text: str) -> registry_pb2.Manifest:
     scaling = _get(doc, "scaling", dict, {})
     numbers = {k: _get(scaling, k, int, d) for k, d in
                (("min_instances", 0), ("max_instances", 0), ("idle_seconds", 300), ("concurrency", 1),
-                ("max_in_flight", 64))}
+                ("max_in_flight", 64), ("scale_up_in_flight", 0))}
     if any(not 0 <= v <= 2**32 - 1 for v in numbers.values()):
         raise _bad("scaling numbers must be between 0 and 4294967295")
     if numbers["min_instances"] > MAX_INSTANCES or numbers["max_instances"] > MAX_INSTANCES:

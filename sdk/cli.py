@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--prestart-threshold", type=float, default=0.5,
                     help="pre-start an algorithm's followers when at least this share of its calls call them "
                          "(default 0.5; above 1: never)")
+    up.add_argument("--scale-interval", type=float, default=1.0,
+                    help="seconds between the scheduler's looks at every instance (idle stop, scale-up; default 1)")
+    up.add_argument("--scale-up-after", type=float, default=3.0,
+                    help="seconds an algorithm's calls must queue (in flight per instance above its "
+                         "scaling.scale_up_in_flight) before the scheduler adds an instance (default 3)")
+    up.add_argument("--max-instances", type=int, default=256,
+                    help="instances of all algorithms together on this machine (default 256); the scheduler "
+                         "also keeps memory free (--memory-reserve-mb)")
+    up.add_argument("--memory-reserve-mb", type=int, default=None,
+                    help="memory left free when pre-starting or adding instances (default: 10%% of RAM, "
+                         "at least 512)")
     up.add_argument("--trace-max-spans", type=int, default=200_000,
                     help="at most this many spans are kept, the oldest dropped first (default 200000)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -168,7 +179,10 @@ def _up(a: argparse.Namespace) -> int:
                                            cert_lifetime=a.cert_hours * 3600, http_port=a.http_port,
                                            trace_retention=a.trace_hours * 3600,
                                            trace_max_spans=a.trace_max_spans,
-                                           prestart_threshold=a.prestart_threshold))
+                                           prestart_threshold=a.prestart_threshold,
+                                           scale_interval=a.scale_interval, scale_up_after=a.scale_up_after,
+                                           max_instances=a.max_instances,
+                                           memory_reserve_mb=a.memory_reserve_mb))
     return 0
 
 

@@ -4,7 +4,9 @@ Two gRPC ports. The public one (``--port``, 7700) serves clients: the ingress
 (algomesh.v1.Mesh: a sidecar with no runner) and the registry (algomesh.v1.Registry),
 both behind API keys, plus health and reflection. The mesh port (ephemeral) serves the
 registry to sidecars, who prove who they are with mesh certificates. A local launcher
-starts algorithm instances on their first call. SIGINT/SIGTERM stop everything.
+starts algorithm instances on their first call; the scheduler (scheduler.py) pre-starts
+what a call will need, stops idle instances and adds instances under load.
+SIGINT/SIGTERM stop everything.
 
 On its first start (no keys in the store) it creates an admin key and prints it once.
 ``--insecure`` turns keys and mesh certificates off, loudly.
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from algomesh import _wire
-from algomesh._errors import AlgomeshError, error
+from algomesh._errors import error
 from algomesh.registry.artifacts import ArtifactStore
 from algomesh.registry.keys import ANYONE, Principal, authenticate as verify_key, credential_of
 from algomesh.registry.service import MESH_METHODS, Registry, RegistryServicer, registry_handler
 from algomesh.registry.store import PASSING, open_store
-from algomesh.registry.resolve import owner_of, resolve_in
+from algomesh.registry.resolve import owner_of
 from algomesh.registry.view import RegistryView
 from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
 
@@ -35,6 +37,7 @@ from .dashboard import Dashboard
 from .edges import CallGraph
 from .prestart import PreStarter
 from .launcher import LocalLauncher
+from .scheduler import Scheduler
 from .meshtls import CA_LIFETIME, CONTROL_PLANE, MeshCA, MeshTransport, peer_identity
 from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
@@ -70,6 +73,10 @@ class UpConfig:
     trace_retention: float = 24 * 3600.0  # seconds spans are kept
     trace_max_spans: int = 200_000
     prestart_threshold: float = 0.5  # pre-start B when at least this share of A's calls call B (> 1: never)
+    scale_interval: float = 1.0   # seconds between the scheduler's looks at every instance
+    scale_up_after: float = 3.0   # seconds calls must queue before an instance is added
+    max_instances: int = 256      # instances of all algorithms together on this machine
+    memory_reserve_mb: int | None = None  # memory kept free when adding instances (None: 10%, >= 512 MiB)
     http_port: int | None = None  # dashboard and /metrics; None: the gRPC port + 1 (0 if that is 0)
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
@@ -134,7 +141,9 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
 
     launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
                              socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
-                             max_payload=cfg.max_payload, issue=ca.issue if ca else None)
+                             max_payload=cfg.max_payload, issue=ca.issue if ca else None,
+                             tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances,
+                             memory_reserve=None if cfg.memory_reserve_mb is None else cfg.memory_reserve_mb << 20)
 
     def issue(identity: str, lifetime: float) -> tuple[bytes, bytes, bytes]:
         c = ca.issue(identity, lifetime)
@@ -149,21 +158,25 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                                          ("algorithm", "version"))
     prestarter = PreStarter(graph, launcher, version_of, threshold=cfg.prestart_threshold,
                             on_prestart=lambda n, v: prestarts.labels(n, v).inc())
-
-    def on_locate(info: registry_pb2.VersionInfo) -> None:
-        if not launcher.ready(info.manifest.name, info.manifest.version):  # about to start: so are its followers
-            prestarter.follow(info)
+    launcher.on_start = prestarter.follow  # whatever starts an instance starts its followers too
+    idle_stops = metrics.registry.counter("algomesh_idle_stops", "Instances stopped after their idle time.",
+                                          ("algorithm", "version"))
+    scale_ups = metrics.registry.counter("algomesh_scale_ups", "Instances added because calls queued.",
+                                         ("algorithm", "version"))
+    scheduler = Scheduler(launcher, view, interval=cfg.scale_interval, scale_up_after=cfg.scale_up_after,
+                          on_stop=lambda r: idle_stops.labels(r.name, r.version).inc(),
+                          on_scale_up=lambda n, v: scale_ups.labels(n, v).inc())
 
     servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale,
-                                issue=issue if ca else None, reserved=(CONTROL_PLANE,), on_locate=on_locate)
-    mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale,
-                                     on_locate=on_locate)
+                                issue=issue if ca else None, reserved=(CONTROL_PLANE,))
+    mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale)
 
     async def locate(target: str, requester: str) -> Location:
         return location_from(await servicer.locate(target, requester))
 
     # The ingress routes from the control plane's own view, refreshed on every change.
-    directory = Directory(locate)
+    # A call through the ingress to a running algorithm starts its followers that are not.
+    directory = Directory(locate, on_route=lambda loc: prestarter.called(loc.name, loc.version))
     view.on_change(lambda: directory.table.apply(view.snapshot()))
     directory.table.apply(view.snapshot())
     router = Router(directory, transport=transport)
@@ -202,7 +215,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     if not cfg.insecure and (cfg.new_admin_key or not view.keys):
         admin_key, _ = await registry.create_key("admin", admin=True, data="write")
     prober = asyncio.ensure_future(HealthProber(store, cfg.health_interval, transport).run())
-    reservations = asyncio.ensure_future(_reserve(view, launcher))
+    scheduling = asyncio.ensure_future(scheduler.run())
     # Instances are replaced at 2/3 of their certificate's lifetime, well before it expires.
     rotation = asyncio.ensure_future(launcher.rotate(every=cfg.cert_lifetime * 2 / 3)) if ca else None
     announce(f"algomesh up: listening on {address}")
@@ -230,7 +243,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
 
     log.info("stopping")
     prober.cancel()
-    reservations.cancel()
+    scheduling.cancel()
+    await scheduler.close()
     if rotation is not None:
         rotation.cancel()
     await health.not_serving()
@@ -254,33 +268,6 @@ def _instance_counts(view: RegistryView) -> list[tuple[tuple[str, str, str], int
         key = (inst.algorithm, inst.version, inst.state)
         counts[key] = counts.get(key, 0) + 1
     return list(counts.items())
-
-
-async def _reserve(view: RegistryView, launcher: LocalLauncher) -> None:
-    """Keep min_instances of each algorithm's latest release running (reservations)."""
-    seen: set[tuple[str, str]] = set()
-    revision = 0
-    while True:
-        snapshot = await view.next(after=revision)
-        revision = snapshot.revision
-        by_name: dict[str, list[registry_pb2.VersionInfo]] = {}
-        for info in snapshot.versions:
-            by_name.setdefault(info.manifest.name, []).append(info)
-        latest = {}
-        for name, infos in by_name.items():
-            try:
-                latest[name] = resolve_in(name, infos)
-            except AlgomeshError:  # only pre-releases
-                continue
-        for info in latest.values():
-            m = info.manifest
-            if m.scaling.min_instances and (m.name, m.version) not in seen:
-                seen.add((m.name, m.version))
-                try:
-                    await launcher.scale(info, m.scaling.min_instances)
-                except Exception as exc:
-                    log.error("could not keep %d instances of %s %s: %s", m.scaling.min_instances,
-                              m.name, m.version, exc)
 
 
 async def main(cfg: UpConfig) -> None:

@@ -2,10 +2,15 @@
 
 ``ensure(version)`` returns the ready instances of a version, starting one when there
 is none (a cold start: sidecar + runner + the algorithm's load()). An instance is ready
-when its sidecar registers with the registry. Instances stay warm until shutdown;
-``stop_all`` stops every one of them. A child never outlives the control plane: it is
-asked to stop on shutdown, killed if it does not, and Linux's parent-death signal
-covers a control plane that is itself killed.
+when its sidecar registers with the registry. The scheduler (scheduler.py) pre-starts,
+adds and stops instances through the ``Launcher`` interface (launchers.py); ``stop_all``
+stops every one of them. A child never outlives the control plane: it is asked to stop
+on shutdown, killed if it does not, and Linux's parent-death signal covers a control
+plane that is itself killed.
+
+Every start is a span, ``start owner/name@version``, in the trace of the call that caused
+it (when one did), with the reason: cold-start, pre-start, reservation, scale-up, scale,
+rotation. So a trace shows what was started for a call and whether it was ready in time.
 """
 from __future__ import annotations
 
@@ -26,12 +31,16 @@ from algomesh.registry.manifest import MAX_INSTANCES
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
+from opentelemetry import trace as otel
+
+from .launchers import Running
 from .meshtls import MeshCredentials
 from .procs import Child, child_env
 
 log = logging.getLogger("algomesh.launcher")
 
 STOP_GRACE = 5.0
+INSTANCE_BYTES_GUESS = 160 * 1024 * 1024  # a sidecar + Python runner, before one of a version has run
 
 
 @dataclass
@@ -45,6 +54,8 @@ class _Child:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     instance: registry_pb2.Instance | None = None
     started: float = field(default_factory=time.monotonic)
+    reason: str = "cold-start"
+    stopping: bool = False
 
 
 class LocalLauncher:
@@ -52,7 +63,10 @@ class LocalLauncher:
                  socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
                  max_payload: int = 10 * 1024 * 1024,
                  failing: Callable[[str], bool] = lambda _id: False,
-                 issue: Callable[[str], MeshCredentials] | None = None) -> None:
+                 issue: Callable[[str], MeshCredentials] | None = None,
+                 tracer: otel.Tracer | None = None,
+                 on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
+                 max_total: int = MAX_INSTANCES * 4, memory_reserve: int | None = None) -> None:
         self.registry = registry
         self.registry_address = registry_address
         self.artifacts = artifacts
@@ -67,6 +81,10 @@ class LocalLauncher:
         self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
         self._stopping = False
         self._reapers: set[asyncio.Future[None]] = set()
+        self._tracer = tracer or otel.get_tracer("algomesh.launcher")
+        self.on_start = on_start    # told before every start (the scheduler pre-starts followers)
+        self.max_total = max_total  # instances of all versions together
+        self.memory_reserve = memory_reserve
         registry.on_instance(self._on_instance)
 
     # registry events ----------------------------------------------------------------
@@ -96,31 +114,75 @@ class LocalLauncher:
         found = self.ready(m.name, m.version)
         if found:
             return found, False
-        pending, started = self._starting_future(info)
+        pending, started = self._starting_future(info, "cold-start")
         await asyncio.shield(pending)
         return self.ready(m.name, m.version) or [pending.result()], started
 
-    def _starting_future(self, info: registry_pb2.VersionInfo) -> tuple[asyncio.Future, bool]:
+    def starting(self, name: str, version: str) -> bool:
+        return (name, version) in self._starting
+
+    def _starting_future(self, info: registry_pb2.VersionInfo, reason: str) -> tuple[asyncio.Future, bool]:
         key = (info.manifest.name, info.manifest.version)
         pending = self._starting.get(key)
         if pending is not None:
             return pending, False
-        pending = asyncio.ensure_future(self._start(info))
+        pending = asyncio.ensure_future(self._start(info, reason))
         self._starting[key] = pending
         pending.add_done_callback(lambda _f: self._starting.pop(key, None))
         return pending, True
 
-    def prestart(self, info: registry_pb2.VersionInfo) -> bool:
-        """Start an instance in the background unless one is ready or starting (the
-        scheduler's pre-start). True if it started one."""
+    def prestart(self, info: registry_pb2.VersionInfo, reason: str = "pre-start") -> bool:
+        """Start an instance in the background unless one is ready or starting, or the
+        machine cannot hold one more (the scheduler's pre-start). True if it started one."""
         m = info.manifest
-        if self._stopping or self.ready(m.name, m.version):
+        if self._stopping or self.ready(m.name, m.version) or self.starting(m.name, m.version):
             return False
-        pending, started = self._starting_future(info)
+        if not self.fits(info):
+            log.info("not pre-starting %s %s: the machine has no room for another instance", m.name, m.version)
+            return False
+        pending, started = self._starting_future(info, reason)
         if started:
-            log.info("pre-start %s %s", m.name, m.version)
             pending.add_done_callback(_log_failure)
         return started
+
+    async def add(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
+        """Start one more instance of this version and wait until it is ready."""
+        return await self._start(info, reason)
+
+    async def stop(self, instance_id: str) -> None:
+        child = self._children.get(instance_id)
+        if child is not None:
+            await self._stop_child(child)
+
+    def running(self) -> list[Running]:
+        now, out = time.monotonic(), []
+        for c in list(self._children.values()):
+            if c.process.returncode is not None:
+                continue
+            if self._stopping or c.stopping or (c.ready.is_set() and c.instance is None):
+                state = "stopping"
+            else:
+                state = "warm" if c.instance is not None else "starting"
+            out.append(Running(c.id, c.name, c.version, state, now - c.started,
+                               c.instance.metrics_address if c.instance is not None else "", c.reason))
+        return out
+
+    def fits(self, info: registry_pb2.VersionInfo) -> bool:
+        """Room for one more instance: under ``max_total`` instances, and the memory
+        available now, less a reserve, holds one more as large as this version's running
+        ones (a guess before the first has run)."""
+        live = [c for c in self._children.values() if c.process.returncode is None]
+        if len(live) >= self.max_total:
+            return False
+        available, total = _meminfo()
+        if not total:
+            return True  # not Linux: no way to know; max_total still bounds it
+        m = info.manifest
+        sizes = [_tree_rss(c.process.pid) for c in live if (c.name, c.version) == (m.name, m.version)]
+        sizes = [x for x in sizes if x]
+        need = max(sizes) if sizes else INSTANCE_BYTES_GUESS
+        reserve = self.memory_reserve if self.memory_reserve is not None else max(512 << 20, total // 10)
+        return available - need >= reserve
 
     async def scale(self, info: registry_pb2.VersionInfo, count: int) -> list[registry_pb2.Instance]:
         """Run exactly ``count`` instances of this version: start the missing ones (in
@@ -137,14 +199,29 @@ class LocalLauncher:
                        if c.name == m.name and c.version == m.version and c.process.returncode is None),
                       key=lambda c: c.started)
         if len(mine) < count:
-            await asyncio.gather(*(self._start(info) for _ in range(count - len(mine))))
+            await asyncio.gather(*(self._start(info, "scale") for _ in range(count - len(mine))))
         for extra in mine[count:]:
             await self._stop_child(extra)
         return self.ready(m.name, m.version)
 
-    async def _start(self, info: registry_pb2.VersionInfo) -> registry_pb2.Instance:
+    async def _start(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
         if self._stopping:
             raise error("LAUNCH_FAILED", "the mesh is shutting down")
+        m = info.manifest
+        if self.on_start is not None:
+            try:
+                self.on_start(info)  # its followers start alongside it
+            except Exception:
+                log.exception("the on_start hook failed for %s %s", m.name, m.version)
+        with self._tracer.start_as_current_span(
+                f"start {m.name}@{m.version}", kind=otel.SpanKind.INTERNAL,
+                attributes={"algomesh.algorithm": m.name, "algomesh.version": m.version,
+                            "algomesh.start.reason": reason}) as span:
+            instance = await self._spawn(info, reason)
+            span.set_attribute("algomesh.instance", instance.id)
+            return instance
+
+    async def _spawn(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
         m = info.manifest
         iid = "i" + uuid.uuid4().hex[:10]
         log_path = self.log_dir / f"{m.name.replace('/', '.')}-{m.version}-{iid}.log"
@@ -170,12 +247,12 @@ class LocalLauncher:
                 new_session=True,  # Ctrl-C reaches the control plane, which stops us in order
                 stdin=creds,
                 env=child_env({"PYTHONPYCACHEPREFIX": str(self.log_dir.parent / "pycache")}))
-        child = _Child(iid, m.name, m.version, info, proc, log_path)
+        child = _Child(iid, m.name, m.version, info, proc, log_path, reason=reason)
         self._children[iid] = child
         reaper = asyncio.ensure_future(self._reap(child))
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)
-        log.info("cold start %s %s (instance %s, log %s)", m.name, m.version, iid, log_path)
+        log.info("%s %s %s (instance %s, log %s)", reason, m.name, m.version, iid, log_path)
 
         exited = asyncio.ensure_future(proc.wait())
         ready = asyncio.ensure_future(child.ready.wait())
@@ -220,7 +297,7 @@ class LocalLauncher:
                     return
                 log.info("rotating instance %s of %s %s (its certificate ages)", child.id, child.name, child.version)
                 try:
-                    await self._start(child.info)
+                    await self._start(child.info, "rotation")
                 except AlgomeshError as exc:  # keep the old one until a successor starts
                     log.error("could not start a successor to %s: %s", child.id, exc)
                     continue
@@ -229,6 +306,7 @@ class LocalLauncher:
     # shutdown -----------------------------------------------------------------------
 
     async def _stop_child(self, child: _Child) -> None:
+        child.stopping = True
         proc = child.process
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -253,17 +331,33 @@ class LocalLauncher:
     def states(self) -> list[tuple[str, str, str, str, float]]:
         """``(instance id, name, version, state, seconds since start)`` of every running
         child: ``starting`` (not registered yet), ``warm`` (registered), ``stopping``
-        (registered, then withdrew, still running; or the mesh is shutting down). Read-only."""
-        now, out = time.monotonic(), []
-        for c in list(self._children.values()):
-            if c.process.returncode is not None:
-                continue
-            if self._stopping or (c.ready.is_set() and c.instance is None):
-                state = "stopping"
-            else:
-                state = "warm" if c.instance is not None else "starting"
-            out.append((c.id, c.name, c.version, state, now - c.started))
-        return out
+        (being stopped, or withdrew and still running, or the mesh is shutting down)."""
+        return [(r.id, r.name, r.version, r.state, r.age) for r in self.running()]
+
+
+def _meminfo() -> tuple[int, int]:
+    """(MemAvailable, MemTotal) in bytes; (0, 0) where /proc/meminfo does not exist."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024, int(fields["MemTotal"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (an instance: sidecar + runner)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def _log_failure(f: asyncio.Future) -> None:

@@ -2,15 +2,18 @@
 
 The whitepaper's promise: "If one algorithm of yours consistently calls another, the
 system will pre-start your dependent models to reduce compute time". When the control
-plane locates ``A@v`` (a client's call, or another algorithm's pipe, that finds no
-instance ready), every algorithm that follows A in the learned call graph with a share of
-at least ``threshold`` is started in the background, and so on along the chain (A -> B ->
-C starts B and C) and across fan-outs, so the pipeline pays one cold start, not one per
-stage. The graph is ``edges.CallGraph``.
+plane starts an instance of ``A@v`` (a call found none ready, a reservation, a scale-up),
+and when a call reaches a running A through the ingress while one of A's followers is not
+running (scaled to zero), every algorithm that follows A in the learned call graph with a
+share of at least ``threshold`` is started in the background, and so on along the chain
+(A -> B -> C starts B and C) and across fan-outs, so the pipeline pays one cold start, not
+one per stage. The graph is ``edges.CallGraph``; its successors are cached for a second so
+the per-call check costs a dictionary lookup.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from algomesh.v1 import registry_pb2
@@ -28,6 +31,22 @@ class PreStarter:
         self.version_of = version_of
         self.threshold = threshold
         self.on_prestart = on_prestart
+        self._successors: dict[str, tuple[float, list]] = {}
+
+    def _next(self, node: str) -> list:
+        now = time.monotonic()
+        hit = self._successors.get(node)
+        if hit is None or hit[0] < now:
+            hit = (now + 1.0, self.graph.successors(node, self.threshold))
+            self._successors[node] = hit
+        return hit[1]
+
+    def called(self, name: str, version: str) -> None:
+        """A call reached ``name@version`` (running): start its followers that are not."""
+        if self._next(f"{name}@{version}"):
+            info = self.version_of(name, version)
+            if info is not None:
+                self.follow(info)
 
     def follow(self, info: registry_pb2.VersionInfo) -> list[str]:
         """Start the strong successors of ``info``'s version, along whole chains; returns
@@ -36,7 +55,7 @@ class PreStarter:
         seen, todo, started = {start}, [start], []
         while todo:
             node = todo.pop()
-            for edge in self.graph.successors(node, self.threshold):
+            for edge in self._next(node):
                 if edge.callee in seen:
                     continue
                 seen.add(edge.callee)

@@ -92,9 +92,11 @@ class Table:
 
 
 class Directory:
-    def __init__(self, locate: Locate, *, requester: str = "") -> None:
+    def __init__(self, locate: Locate, *, requester: str = "",
+                 on_route: Callable[[Location], None] | None = None) -> None:
         self._locate = locate
         self.requester = requester
+        self.on_route = on_route  # told where each call goes (the control plane's pre-start)
         self.table = Table()
         self._pending: dict[tuple[str, str], asyncio.Future[Location]] = {}
 
@@ -116,8 +118,13 @@ class Directory:
                 m = info.manifest
                 found = self.table.healthy(m.name, m.version)
                 if found:
-                    return Location(m.name, m.version, found)
-        return await self._remote(target, requester)
+                    return self._routed(Location(m.name, m.version, found))
+        return self._routed(await self._remote(target, requester))
+
+    def _routed(self, loc: Location) -> Location:
+        if self.on_route is not None:
+            self.on_route(loc)
+        return loc
 
     async def _remote(self, target: str, requester: str) -> Location:
         key = (target, requester)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from opentelemetry import context as context_api
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -81,6 +82,7 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
             parent = parse_traceparent(call.traceparent) if call.traceparent else None
             span = tracer.start_span(name(call), context=parent, kind=kind, attributes=attributes(call))
             call.traceparent = traceparent(span)
+            token = context_api.attach(set_span_in_context(span))  # what the hops inside start is in this trace
             try:
                 reply = await inner(call)
             except AlgomeshError as exc:
@@ -94,6 +96,8 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.end()
                 raise
+            finally:
+                context_api.detach(token)
             if span.is_recording():
                 span.set_attribute("algomesh.response_bytes", len(reply.body))
                 for key, value in reply.trailing:

@@ -149,10 +149,8 @@ def start_mesh(data_dir: Path, *extra: str, own_group: bool = False) -> Mesh:
     raise RuntimeError("algomesh up did not start:\n" + "".join(lines))
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    m = start_mesh(tmp_path_factory.mktemp("mesh"))
-    yield m
+def stop_mesh(m: Mesh) -> None:
+    """Stop a mesh and check that none of its processes is left behind."""
     pids = descendants(m.process.pid)
     m.stop()
     deadline = time.monotonic() + 10
@@ -162,6 +160,13 @@ def mesh(tmp_path_factory):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"processes left behind after shutdown: {left}"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    m = start_mesh(tmp_path_factory.mktemp("mesh"))
+    yield m
+    stop_mesh(m)
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,10 @@ def test_the_dashboard_shows_the_pipeline_its_calls_and_its_waterfall(mesh, clie
     # Algorithms: demo/clean 1.0.0 with a warm instance
     clean = page.locator('[data-test="algorithm-version"][data-algorithm="demo/clean"][data-version="1.0.0"]')
     expect(clean).to_have_attribute("data-state", "warm", timeout=WAIT)
-    expect(clean.locator('[data-test="instance"]')).to_have_text(["warm"])
+    instances = clean.locator('[data-test="instance"]')
+    expect(instances.first).to_have_text("warm")
+    # (the burst of pipelines may have made the scheduler add an instance, warm or on its way)
+    assert set(instances.all_inner_texts()) <= {"warm", "starting"}
     expect(clean).to_contain_text("latest")
     expect(page.locator("#algorithms-panel")).to_contain_text("demo/tokenize")
 

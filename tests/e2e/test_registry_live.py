@@ -17,6 +17,9 @@ def apply(x):
     return {{"version": VERSION, "pid": os.getpid()}}
 """
 
+# Exactly the instances a test scales to: the scheduler adds none under these tests' load.
+FIXED = "[scaling]\nscale_up_in_flight = 1000\n"
+
 
 class Load:
     """Callers in background threads; every outcome is recorded with its time."""
@@ -93,8 +96,19 @@ def _slowest(mesh, n: int = 12) -> str:
     return "\n".join(f"{t[:12]} {name} [{svc}] {ms:.1f} ms {msg}" for t, name, svc, ms, msg in rows)
 
 
+def _ingress_counts(mesh) -> str:
+    """The control plane's own count of ingress calls (answered, failed, in flight)."""
+    import re as _re
+    import urllib.request
+
+    port = _re.search(r"metrics   http://[^:]+:(\d+)/metrics", mesh.output).group(1)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return "\n".join(line for line in text.splitlines()
+                     if 'surface="ingress"' in line and not line.startswith("algomesh_call_seconds"))
+
+
 def test_calls_balance_over_instances_and_survive_one_being_killed(mesh, client, tmp_path):
-    mesh.publish(write_algorithm(tmp_path / "pair", "live/pair", "1.0.0", VERSIONED.format(v="1.0.0")))
+    mesh.publish(write_algorithm(tmp_path / "pair", "live/pair", "1.0.0", VERSIONED.format(v="1.0.0"), extra_toml=FIXED))
     scaled = client.scale("live/pair", 2)
     assert len(scaled.instances) == 2
     sidecars = {i.address for i in client.instances("live/pair")}
@@ -113,7 +127,8 @@ def test_calls_balance_over_instances_and_survive_one_being_killed(mesh, client,
     failed = [(round(s - killed, 2), round(f - killed, 2), r) for s, f, r in load.spans if isinstance(r, Exception)]
     late = [x for x in failed if x[0] > interval or x[1] - x[0] > 10]
     assert late == [], (f"(started, finished, error) after the kill: {late[:3]}; all failures: {failed[:8]}; "
-                        f"the mesh said:\n{mesh.output[-4000:]}\nslowest spans:\n{_slowest(mesh)}")
+                        f"the mesh said:\n{mesh.output[-4000:]}\nslowest spans:\n{_slowest(mesh)}\n"
+                        f"calls made: {len(load.spans)}; the ingress counted:\n{_ingress_counts(mesh)}")
     after = [r for t, r in load.results if t > killed + interval and isinstance(r, dict)]
     assert len(after) > 20 and len({r["pid"] for r in after}) == 1
     assert len(load.failures()) <= 8  # at most the calls in flight on the killed instance
@@ -121,7 +136,7 @@ def test_calls_balance_over_instances_and_survive_one_being_killed(mesh, client,
 
 
 def test_a_hung_instance_stops_receiving_calls_within_one_health_interval(mesh, client, tmp_path):
-    mesh.publish(write_algorithm(tmp_path / "hung", "live/hung", "1.0.0", VERSIONED.format(v="1.0.0")))
+    mesh.publish(write_algorithm(tmp_path / "hung", "live/hung", "1.0.0", VERSIONED.format(v="1.0.0"), extra_toml=FIXED))
     assert len(client.scale("live/hung", 2).instances) == 2
     interval = 1.0  # algomesh up's default health interval
     load = Load(client, "live/hung", threads=4)

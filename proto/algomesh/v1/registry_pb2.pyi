@@ -37,18 +37,20 @@ class Permissions(_message.Message):
     def __init__(self, can_call: _Optional[_Iterable[str]] = ..., callability: _Optional[str] = ...) -> None: ...
 
 class Scaling(_message.Message):
-    __slots__ = ("min_instances", "max_instances", "idle_seconds", "concurrency", "max_in_flight")
+    __slots__ = ("min_instances", "max_instances", "idle_seconds", "concurrency", "max_in_flight", "scale_up_in_flight")
     MIN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     MAX_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCALE_UP_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     min_instances: int
     max_instances: int
     idle_seconds: int
     concurrency: int
     max_in_flight: int
-    def __init__(self, min_instances: _Optional[int] = ..., max_instances: _Optional[int] = ..., idle_seconds: _Optional[int] = ..., concurrency: _Optional[int] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+    scale_up_in_flight: int
+    def __init__(self, min_instances: _Optional[int] = ..., max_instances: _Optional[int] = ..., idle_seconds: _Optional[int] = ..., concurrency: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., scale_up_in_flight: _Optional[int] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("manifest", "digest", "published_at", "private")
