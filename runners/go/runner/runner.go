@@ -137,7 +137,10 @@ func runLoad(load func() error) (answer error) {
 		}
 	}()
 	if err := load(); err != nil {
-		stack := errorStack(err, func() string { return "load: " + funcLocation(load) })
+		stack := errorStack(err, func() string {
+			return "returned by " + funcLocation(load) +
+				"\n(a plain error records no stack; runner.Errorf records the stack where it is made)\n"
+		})
 		return newStatus("ALGORITHM_LOAD_FAILED", errorMessage(err), stack,
 			map[string]string{"error_type": errorType(err)}).Err()
 	}
@@ -231,8 +234,8 @@ func (s *server) applyError(err error, printed string) error {
 	}
 	meta["error_type"] = errorType(err)
 	stack := errorStack(err, func() string {
-		return "apply: " + funcLocation(s.alg.Apply) + "\n(the error recorded no stack: return runner.Errorf(...) to record one)\n\n" +
-			string(debug.Stack())
+		return "returned by " + funcLocation(s.alg.Apply) +
+			"\n(a plain error records no stack; runner.Errorf records the stack where it is made)\n"
 	})
 	return newStatus("ALGORITHM_ERROR", errorMessage(err), stack, meta).Err()
 }
@@ -258,7 +261,7 @@ func panicText(r any) (msg, typ string) {
 // frames that panicked.
 func panicStack(r any) string {
 	msg, _ := panicText(r)
-	return fmt.Sprintf("panic: %s\n\n%s", msg, debug.Stack())
+	return fmt.Sprintf("panic: %s\n\n%s", msg, trimStack(string(debug.Stack())))
 }
 
 func funcLocation(f any) string {

@@ -42,19 +42,6 @@ func cutHead(s string, limit int) string {
 	return b + cutMark
 }
 
-// cutTail keeps the last limit bytes of s: a stack trace's end is where the error is.
-func cutTail(s string, limit int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= limit {
-		return s
-	}
-	b := s[len(s)-limit:]
-	for len(b) > 0 && !utf8.RuneStart(b[0]) {
-		b = b[1:]
-	}
-	return cutMark + "\n" + b
-}
-
 // reasonCodes: the gRPC code of each reason this runner answers with itself
 // (the table is sdk/_errors.py REASONS).
 var reasonCodes = map[string]codes.Code{
@@ -97,10 +84,48 @@ func newStatus(reason, message, stack string, meta map[string]string) *status.St
 	info, _ := anypb.New(&errdetails.ErrorInfo{Reason: reason, Domain: domain, Metadata: md})
 	p.Details = append(p.Details, info)
 	if stack != "" {
-		dbg, _ := anypb.New(&errdetails.DebugInfo{Detail: cutTail(stack, stackBytes)})
+		dbg, _ := anypb.New(&errdetails.DebugInfo{Detail: cutHead(stack, stackBytes)})
 		p.Details = append(p.Details, dbg)
 	}
 	return status.FromProto(p)
+}
+
+// trimStack cuts a goroutine stack (debug.Stack, innermost frame first) to the
+// algorithm's frames: none above them (capturing the stack, panicking, the runner's
+// helpers) and none below the runner's call into the algorithm (the runner, grpc-go).
+func trimStack(stack string) string {
+	lines := strings.Split(strings.TrimRight(stack, "\n"), "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "goroutine ") {
+		return stack
+	}
+	type frame struct{ fn, at string }
+	var frames []frame
+	for i := 1; i+1 < len(lines); i += 2 {
+		frames = append(frames, frame{lines[i], lines[i+1]})
+	}
+	end := len(frames)
+	for i, f := range frames {
+		if strings.HasPrefix(f.fn, "algomesh.dev/runner.(*server).runApply(") || strings.HasPrefix(f.fn, "algomesh.dev/runner.runLoad(") {
+			end = i
+			break
+		}
+	}
+	start := 0
+	for i := 0; i < end; i++ {
+		fn := frames[i].fn
+		if strings.HasPrefix(fn, "algomesh.dev/runner.") || strings.HasPrefix(fn, "runtime/debug.") ||
+			strings.HasPrefix(fn, "panic(") || strings.HasPrefix(fn, "runtime.gopanic") {
+			start = i + 1
+		}
+	}
+	if start >= end {
+		start = 0
+	}
+	out := []string{lines[0]}
+	for _, f := range frames[start:end] {
+		out = append(out, f.fn, f.at)
+	}
+	return strings.Join(out, "\n") + "\n"
 }
 
 // PipeError is an error status returned by a pipe (Call.Pipe): it keeps the status's
@@ -168,13 +193,13 @@ func (e *PipeError) info() *errdetails.ErrorInfo {
 // answer: the status the runner sends when apply lets this error escape.
 func (e *PipeError) answer() *status.Status {
 	if e.info() == nil { // a bare transport status: give it the reason its code stands for
-		return newStatus(e.Reason(), e.st.Message(), e.stack, e.Metadata())
+		return newStatus(e.Reason(), e.st.Message(), trimStack(e.stack), e.Metadata())
 	}
 	if e.StackTrace() != "" || e.stack == "" {
 		return e.st
 	}
 	p := e.st.Proto()
-	dbg, _ := anypb.New(&errdetails.DebugInfo{Detail: cutTail(e.stack, stackBytes)})
+	dbg, _ := anypb.New(&errdetails.DebugInfo{Detail: cutHead(trimStack(e.stack), stackBytes)})
 	p.Details = append(p.Details, dbg)
 	return status.FromProto(p)
 }
@@ -211,7 +236,7 @@ func errorType(err error) string {
 func errorStack(err error, fallback func() string) string {
 	var se *stackError
 	if errors.As(err, &se) {
-		return fmt.Sprintf("%s: %s\n\n%s", errorType(err), err.Error(), se.stack)
+		return fmt.Sprintf("%s: %s\n\n%s", errorType(err), err.Error(), trimStack(se.stack))
 	}
 	// Errors of packages that record stacks (github.com/pkg/errors, cockroachdb/errors...)
 	// print them with %+v.

@@ -3,7 +3,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -49,7 +48,7 @@ func apply(call *runner.Call, in runner.Value) (runner.Value, error) {
 		return runner.JSON(loads.Load()), nil
 	case "raise":
 		msg, _ := m["message"].(string)
-		return runner.Value{}, errors.New(msg)
+		return runner.Value{}, runner.Errorf("%s", msg) // an error that records its stack
 	case "crash":
 		os.Exit(3)
 	case "print":
