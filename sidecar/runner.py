@@ -5,6 +5,12 @@ forwards each call's bytes to ``Runner/Apply``. A runner that dies is reported t
 call in flight as RUNNER_CRASHED and restarted by the next call. A call that overruns
 its deadline leaves its apply running inside the runner, so the runner is recycled as
 soon as no other call is using it (as Algorithmia kills a timed-out algorithm).
+
+``external=True`` (the sidecar's ``--external-runner``, used in Kubernetes pods): the
+runner is another container that serves the socket itself; the supervisor connects to
+it instead of spawning a process. A crash is the socket going away: the connection
+leaves READY, the next call reconnects (waiting for the restarted runner, which the
+kubelet restarts) and calls ``Load`` again; recycling closes the connection only.
 """
 from __future__ import annotations
 
@@ -35,9 +41,10 @@ STOP_GRACE = 3.0
 
 class RunnerProcess:
     def __init__(self, *, algorithm: str, version: str, runtime: str, spec: RunnerSpec,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], external: bool = False) -> None:
         self.algorithm, self.version, self.runtime = algorithm, version, runtime
         self.spec = spec
+        self.external = external  # the runner is served by someone else (another container)
         self._env = env
         self._trailing = [(_wire.ALGORITHM_KEY, algorithm), (_wire.VERSION_KEY, version)]
         self._proc: Child | None = None
@@ -49,11 +56,14 @@ class RunnerProcess:
         self._recycle = False
         self._load_error: AlgomeshError | None = None  # from the eager load, told once
         self.starts = 0
+        self._watch: asyncio.Future | None = None  # external: notices the connection leaving READY
 
     # lifecycle --------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
+        if self.external:
+            return self._channel is not None and self._ready
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
@@ -79,13 +89,17 @@ class RunnerProcess:
 
     async def _spawn_and_load(self) -> None:
         sock = Path(self.spec.socket)
-        sock.unlink(missing_ok=True)
-        cmd = runner_command(self.runtime, self.spec)
         self.starts += 1
         t0 = time.monotonic()
-        self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
-        self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
-        exited = asyncio.ensure_future(self._proc.wait())
+        if self.external:  # the runner container serves the socket; never unlink it under it
+            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
+            exited = asyncio.get_running_loop().create_future()  # no process of ours to exit
+        else:
+            sock.unlink(missing_ok=True)
+            cmd = runner_command(self.runtime, self.spec)
+            self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
+            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
+            exited = asyncio.ensure_future(self._proc.wait())
         ready = asyncio.ensure_future(self._channel.channel_ready())
         try:
             done, _ = await asyncio.wait({exited, ready}, timeout=START_TIMEOUT,
@@ -107,19 +121,36 @@ class RunnerProcess:
                                    timeout=LOAD_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             typed = from_rpc_error(exc)
-            if typed.reason in ("MESH_UNAVAILABLE", "INTERNAL") and not self.alive:
+            if self.external:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    typed = error("RUNNER_CRASHED", "the runner went away during load()",
+                                  algorithm=self.algorithm, version=self.version)
+            elif typed.reason in ("MESH_UNAVAILABLE", "INTERNAL") and not self.alive:
                 typed = error("RUNNER_CRASHED", f"the runner died during load() (exit {self._proc.returncode})",
                               algorithm=self.algorithm, version=self.version)
             await self._stop_process()
             raise typed from None
         self._apply = self._channel.unary_unary(APPLY_METHOD)
         self._ready = True
+        if self.external:
+            self._watch = asyncio.ensure_future(self._watch_connection(self._channel))
         log.info("%s %s runner ready in %.3fs (load() %.3fs, %s)", self.algorithm, self.version,
                  time.monotonic() - t0, resp.duration, resp.runtime)
+
+    async def _watch_connection(self, channel: grpc.aio.Channel) -> None:
+        """External runner: the connection leaving READY means the runner went away (its
+        container exited or restarts); the next call reconnects and loads again."""
+        await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+        if channel is self._channel and self._ready:
+            log.warning("%s %s: the runner's socket went away", self.algorithm, self.version)
+            self._ready = False
 
     async def _stop_process(self) -> None:
         self._ready = False
         self._apply = None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
         proc, self._proc = self._proc, None
         channel, self._channel = self._channel, None
         if channel is not None:
@@ -168,7 +199,8 @@ class RunnerProcess:
         typed = from_rpc_error(exc)
         if "grpc_code" not in typed.metadata:
             return typed  # the runner answered with a typed error (ALGORITHM_ERROR, INVALID_INPUT, ...)
-        if code != grpc.StatusCode.UNAVAILABLE and proc is not None and proc.returncode is None:
+        live = proc.returncode is None if proc is not None else self.external
+        if code != grpc.StatusCode.UNAVAILABLE and live:
             return typed  # a bare status from a live runner
         # The connection broke: the process died (or is dying). Say how.
         rc = None

@@ -6,7 +6,11 @@
 It starts the runner, registers the instance with the registry once the algorithm has
 loaded, and withdraws it on shutdown (SIGTERM/SIGINT). Its mesh certificate and key
 arrive on stdin from the launcher (JSON, see meshtls.py) unless ``--insecure``; it reads
-them before the runner starts, so the algorithm never sees them.
+them before the runner starts, so the algorithm never sees them. In a Kubernetes pod
+(``--cert-dir DIR``) they are files of a Secret mounted into the sidecar's container
+only (``ca.crt``, ``tls.crt``, ``tls.key``), and ``--external-runner`` says the runner is
+the pod's other container, serving the socket in ``--socket-dir`` (a shared emptyDir)
+itself: the sidecar connects to it instead of starting it.
 """
 from __future__ import annotations
 
@@ -60,6 +64,8 @@ class SidecarConfig:
     callability: str = "public"
     host: str = "127.0.0.1"
     insecure: bool = False  # plain connections, identities on trust (algomesh up --insecure)
+    cert_dir: str = ""      # read the mesh certificate from DIR/{ca.crt,tls.crt,tls.key}, not stdin
+    external_runner: bool = False  # the runner serves runner_socket itself (another container)
 
     @property
     def runner_socket(self) -> str:
@@ -82,7 +88,12 @@ class SidecarConfig:
         p.add_argument("--can-call", action="append", default=[], help="a glob it may pipe to (repeatable)")
         p.add_argument("--callability", choices=("public", "private"), default="public")
         p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--insecure", action="store_true", help="no mesh certificate (else read from stdin)")
+        certs = p.add_mutually_exclusive_group()
+        certs.add_argument("--insecure", action="store_true", help="no mesh certificate (else read from stdin)")
+        certs.add_argument("--cert-dir", default="", help="read the mesh certificate from ca.crt, tls.crt and "
+                           "tls.key in this folder (a mounted Secret) instead of stdin")
+        p.add_argument("--external-runner", action="store_true",
+                       help="do not start the runner: connect to the one serving the runner socket")
         a = p.parse_args(argv)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
 
@@ -99,6 +110,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
                         concurrency=cfg.concurrency),
         env={_wire.ENV_ADDRESS: f"unix://{cfg.outbound_socket}",
              "ALGOMESH_ALGORITHM": cfg.algorithm, "ALGOMESH_VERSION": cfg.version},
+        external=cfg.external_runner,
     )
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
     directory = Directory(remote_locator(registry_channel), requester=owner)
@@ -165,13 +177,25 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
 
 
+def read_cert_dir(folder: str) -> MeshCredentials:
+    """A mesh certificate from a mounted Secret's files (Kubernetes' TLS Secret key names)."""
+    try:
+        creds = MeshCredentials(*(Path(folder, name).read_bytes() for name in ("ca.crt", "tls.crt", "tls.key")))
+        creds.identity  # noqa: B018 - parses tls.crt
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--cert-dir {folder}: cannot read the mesh certificate: {exc}") from None
+    return creds
+
+
 async def main(argv: list[str] | None = None) -> None:
     cfg = SidecarConfig.from_argv(argv)
     creds = None
-    if not cfg.insecure:
+    if cfg.cert_dir:
+        creds = read_cert_dir(cfg.cert_dir)
+    elif not cfg.insecure:
         creds = MeshCredentials.from_bytes(sys.stdin.buffer.read())
-        if creds.identity != f"{cfg.algorithm}@{cfg.version}":
-            raise SystemExit(f"the mesh certificate names {creds.identity}, not {cfg.algorithm}@{cfg.version}")
+    if creds is not None and creds.identity != f"{cfg.algorithm}@{cfg.version}":
+        raise SystemExit(f"the mesh certificate names {creds.identity}, not {cfg.algorithm}@{cfg.version}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
