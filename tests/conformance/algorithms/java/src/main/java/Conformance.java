@@ -1,5 +1,6 @@
 // The runner conformance algorithm in Java (tests/conformance/README.md).
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.TextNode;
 import dev.algomesh.runner.Algorithm;
 import dev.algomesh.runner.Call;
 import dev.algomesh.runner.Runner;
@@ -48,13 +49,13 @@ public final class Conformance implements Algorithm {
                 return null;
             case "print":
                 System.out.println(json.get("value").asText());
-                return "printed";
+                return TextNode.valueOf("printed"); // JSON, as the table says (a String is text)
             case "pipe":
                 Object result = call.pipe(json.get("target").asText(), json.get("input"));
                 return Map.of("via", "java", "result", result);
             case "sleep":
                 Thread.sleep(json.get("ms").asLong());
-                return "slept";
+                return TextNode.valueOf("slept");
             default:
                 return json;
         }
