@@ -19,17 +19,19 @@ stamp=$( (cd "$here" && find . -path ./build -prune -o -type f \( -name '*.cpp' 
           cd "$proto" && find . -name '*.proto' | LC_ALL=C sort | xargs sha256sum;
           c++ --version | head -n 1; pkg-config --modversion grpc++ protobuf 2>/dev/null || true) \
          | sha256sum | cut -d' ' -f1)
-(
-  flock 9  # one install at a time: publishes may build concurrently
-  if [ "$(cat "$cache/runner.stamp" 2>/dev/null)" != "$stamp" ]; then
-    rm -rf "$cache/runner" "$cache/runner.stamp"
-    cmake -S "$here" -B "$cache/runner-build" -DCMAKE_BUILD_TYPE=Release \
-          -DALGOMESH_PROTO_DIR="$proto" -DCMAKE_INSTALL_PREFIX="$cache/runner" >/dev/null
-    cmake --build "$cache/runner-build" -j "$jobs"
-    cmake --install "$cache/runner-build" >/dev/null
-    echo "$stamp" > "$cache/runner.stamp"
-  fi
-) 9>"$cache/.install.lock"
+# One install at a time (publishes may build concurrently), and none while an algorithm
+# builds against the installed library: exclusive to install, then shared to build.
+exec 9>"$cache/.install.lock"
+flock 9
+if [ "$(cat "$cache/runner.stamp" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$cache/runner" "$cache/runner.stamp"
+  cmake -S "$here" -B "$cache/runner-build" -DCMAKE_BUILD_TYPE=Release \
+        -DALGOMESH_PROTO_DIR="$proto" -DCMAKE_INSTALL_PREFIX="$cache/runner" >/dev/null
+  cmake --build "$cache/runner-build" -j "$jobs"
+  cmake --install "$cache/runner-build" >/dev/null
+  echo "$stamp" > "$cache/runner.stamp"
+fi
+flock -s 9
 
 entrypoint=$(sed -n 's/^entrypoint[[:space:]]*=[[:space:]]*["'"'"']\([^"'"'"']*\)["'"'"'].*/\1/p' algomesh.toml | head -n 1)
 if [ -z "$entrypoint" ]; then

@@ -23,13 +23,15 @@ stamp=$( (cd "$here" && find . -path ./runner/target -prune -o -type f \( -name 
             | LC_ALL=C sort | xargs sha256sum;
           cd "$here/../../proto" 2>/dev/null && find . -name '*.proto' | LC_ALL=C sort | xargs sha256sum) \
          | sha256sum | cut -d' ' -f1)
-(
-  flock 9  # one install at a time: publishes may build concurrently
-  if [ "$(cat "$cache/runner.stamp" 2>/dev/null)" != "$stamp" ]; then
-    mvn -Dalgomesh.build.dir="$cache/runner" -Dalgomesh.proto.dir="$here/../../proto" -f "$here/pom.xml" install
-    echo "$stamp" > "$cache/runner.stamp"
-  fi
-) 9>"$cache/.install.lock"
+# One install at a time (publishes may build concurrently), and none while an algorithm
+# builds against the installed library: exclusive to install, then shared to build.
+exec 9>"$cache/.install.lock"
+flock 9
+if [ "$(cat "$cache/runner.stamp" 2>/dev/null)" != "$stamp" ]; then
+  mvn -Dalgomesh.build.dir="$cache/runner" -Dalgomesh.proto.dir="$here/../../proto" -f "$here/pom.xml" install
+  echo "$stamp" > "$cache/runner.stamp"
+fi
+flock -s 9
 
 mvn package
 
