@@ -27,6 +27,7 @@
 //! ```
 
 mod call;
+mod codec;
 mod error;
 mod server;
 mod value;

@@ -10,6 +10,7 @@ fn main() {
         .out_dir(&out)
         .build_transport(false)
         .emit_rerun_if_changed(false)
+        .codec_path("crate::codec::AlgomeshCodec")
         .compile_protos(&files, &[proto])
         .expect("protoc failed");
     println!("wrote {}", out.join("algomesh.v1.rs").display());

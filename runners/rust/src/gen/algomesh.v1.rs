@@ -162,7 +162,7 @@ pub mod mesh_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::AlgomeshCodec::default();
             let path = http::uri::PathAndQuery::from_static("/algomesh.v1.Mesh/Call");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("algomesh.v1.Mesh", "Call"));
@@ -293,7 +293,7 @@ pub mod mesh_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CallSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::AlgomeshCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -462,7 +462,7 @@ pub mod runner_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::AlgomeshCodec::default();
             let path = http::uri::PathAndQuery::from_static("/algomesh.v1.Runner/Load");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("algomesh.v1.Runner", "Load"));
@@ -481,7 +481,7 @@ pub mod runner_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::AlgomeshCodec::default();
             let path = http::uri::PathAndQuery::from_static("/algomesh.v1.Runner/Apply");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("algomesh.v1.Runner", "Apply"));
@@ -618,7 +618,7 @@ pub mod runner_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LoadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::AlgomeshCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -661,7 +661,7 @@ pub mod runner_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ApplySvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::AlgomeshCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
