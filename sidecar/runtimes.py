@@ -68,7 +68,7 @@ def _program(spec: RunnerSpec) -> list[str]:
 
 def _java(spec: RunnerSpec) -> list[str]:
     jar = Path(spec.path) / spec.entrypoint
-    # The class-data archive the build made next to the jar (runners/java/build.sh): a 3-4x
+    # The class-data archive the build made next to the jar (runners/java/build.sh): a 2-3x
     # faster start. A stale or foreign one is ignored by the JVM under -Xshare:auto.
     cds = jar.with_name(jar.name + ".jsa")
     return ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",

@@ -6,7 +6,7 @@
 #    the manifest's entrypoint (docs/runners.md, "Java");
 # 3. records the classes the runner loads to serve a first call in a class-data archive next
 #    to the jar (ENTRYPOINT.jsa), from a training run that never calls load() or apply();
-#    the sidecar starts java with it (sidecar/runtimes.py), which makes a cold start 3-4x
+#    the sidecar starts java with it (sidecar/runtimes.py), which makes a cold start 2-3x
 #    faster. Recorded with the jar's path relative to this folder, so it survives the move
 #    from the staging folder to the published one.
 set -eu

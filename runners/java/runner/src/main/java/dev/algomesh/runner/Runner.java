@@ -144,7 +144,7 @@ public final class Runner {
     /**
      * The build's training run (runners/java/build.sh, ALGOMESH_CDS_TRAINING=1): the JVM records
      * the classes a start and a first call load into a class-data archive next to the jar, which
-     * the sidecar passes to java (-XX:SharedArchiveFile) so an instance serves 3-4x sooner. It
+     * the sidecar passes to java (-XX:SharedArchiveFile) so an instance serves 2-3x sooner. It
      * calls this server and the pipe client's code, never the algorithm's load() or apply().
      */
     private static void train(String socket, Thread warming) throws InterruptedException {
