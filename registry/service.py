@@ -24,10 +24,13 @@ from typing import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry import context as context_api
 
 from algomesh._errors import AlgomeshError, NotFoundError, error
 from algomesh._refs import check_name, parse_target
+from algomesh._wire import TRACEPARENT_KEY
 from algomesh.sidecar.rescue import abort, rescued
+from algomesh.sidecar.tracing import parse_traceparent
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from .artifacts import ArtifactStore, tree_digest
@@ -237,7 +240,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def Locate(self, request, context):
         who = self.identify(context)
         who.check_call(parse_target(request.target).name)
-        return await self.locate(request.target, self._requester(who, request.requester))
+        # Instances started for this call are spans in the caller's trace (its traceparent).
+        parent = next((parse_traceparent(v) for k, v in context.invocation_metadata() if k == TRACEPARENT_KEY), None)
+        token = context_api.attach(parent) if parent is not None else None
+        try:
+            return await self.locate(request.target, self._requester(who, request.requester))
+        finally:
+            if token is not None:
+                context_api.detach(token)
 
     @rescued
     async def Scale(self, request, context):

@@ -195,7 +195,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await mesh_server.start()
     http_port = cfg.http_port if cfg.http_port is not None else (port + 1 if cfg.port else 0)
     # the dashboard's page and JSON API, next to /metrics (its API wants a token made per start)
-    dashboard = Dashboard(traces=traces, view=view, launcher=launcher, address=address, insecure=cfg.insecure)
+    dashboard = Dashboard(traces=traces, view=view, launcher=launcher, address=address, insecure=cfg.insecure,
+                          learned=graph.edges, prestart_threshold=cfg.prestart_threshold)
     try:
         http_server, http_port = await serve_metrics(metrics.registry, cfg.host, http_port,
                                                      extra_routes=dashboard.routes())

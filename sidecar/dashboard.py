@@ -74,10 +74,13 @@ class Dashboard:
 
     def __init__(self, *, traces: TraceStore, view, launcher=None, token: str | None = None,
                  address: str = "", insecure: bool = False, window: float = DEFAULT_WINDOW,
+                 learned: Callable[[], list] | None = None, prestart_threshold: float = 0.5,
                  clock: Callable[[], float] = time.time) -> None:
         self.traces = traces
         self.view = view                # RegistryView: .versions, .instances, .stale
         self.launcher = launcher        # LocalLauncher (its .states()), or None
+        self.learned = learned          # the scheduler's call graph: () -> [edges.Edge]
+        self.prestart_threshold = prestart_threshold
         self.token = token or secrets.token_urlsafe(32)
         self.address = address
         self.insecure = insecure
@@ -214,7 +217,10 @@ class Dashboard:
     async def graph(self, params: dict[str, str]) -> tuple[int, dict]:
         window, since = self._since_ns(params)
         found = await asyncio.to_thread(self.traces.call_edges, since, MAX_EDGE_SPANS)
-        return 200, {"window_s": window, "truncated": len(found) >= MAX_EDGE_SPANS, **call_graph(found)}
+        graph = call_graph(found)
+        if self.learned is not None:
+            with_learned(graph, await asyncio.to_thread(self.learned), self.prestart_threshold)
+        return 200, {"window_s": window, "truncated": len(found) >= MAX_EDGE_SPANS, **graph}
 
     async def calls(self, params: dict[str, str]) -> tuple[int, dict]:
         window, since = self._since_ns(params)
@@ -276,6 +282,34 @@ def call_graph(found: Iterable[tuple[str, str, int, bool]]) -> dict:
         node.update({"algorithm": name if at else node["id"], "version": version if at else "",
                      "kind": "client" if node["id"] == "client" else "algorithm"})
     return {"nodes": sorted(nodes.values(), key=lambda n: (n["id"] != "client", n["id"])), "edges": edges}
+
+
+def with_learned(graph: dict, learned: Iterable, threshold: float) -> dict:
+    """Add what the scheduler learned (edges.CallGraph) to a window's graph: each edge's
+    ``share`` of its caller's calls (decayed) and whether it ``prestart``s the callee; edges
+    learned earlier but not called in this window join with 0 calls (``learned_only``). The
+    ``client`` node (calls through the ingress) is learned too, but nothing starts a client."""
+    by_key = {(e["caller"], e["callee"]): e for e in graph["edges"]}
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    for edge in learned:
+        row = by_key.get((edge.caller, edge.callee))
+        if row is None:
+            row = {"caller": edge.caller, "callee": edge.callee, "calls": 0, "errors": 0, "error_rate": 0.0,
+                   "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "learned_only": True}
+            graph["edges"].append(row)
+            for party in (edge.caller, edge.callee):
+                if party not in nodes:
+                    name, _, version = party.rpartition("@")
+                    nodes[party] = {"id": party, "calls": 0, "errors": 0, "algorithm": name or party,
+                                    "version": version, "kind": "algorithm"}
+                    graph["nodes"].append(nodes[party])
+        row["share"] = round(edge.share, 2)  # (2 digits: decay does not redraw the graph every second)
+        row["prestart"] = edge.share >= threshold and edge.caller != "client"  # clients are not started
+    for row in graph["edges"]:
+        row.setdefault("share", None)
+        row.setdefault("prestart", False)
+        row.setdefault("learned_only", False)
+    return graph
 
 
 def waterfall(trace_id: str, rows: list[SpanRow]) -> dict:

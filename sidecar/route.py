@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import grpc
+from opentelemetry import trace as otel_trace
 
 from algomesh import _wire
 from algomesh._errors import NotFoundError, error, from_rpc_error
@@ -32,6 +33,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from .deadline import remaining
 from .meshtls import MeshTransport
 from .stack import Call, Reply
+from .tracing import traceparent
 
 log = logging.getLogger("algomesh.route")
 
@@ -145,8 +147,12 @@ def remote_locator(channel: grpc.aio.Channel, *, timeout: float = 600.0) -> Loca
     stub = registry_pb2_grpc.RegistryStub(channel)
 
     async def locate(target: str, requester: str) -> Location:
+        # The call's trace goes along, so what the control plane starts for it shows in its trace.
+        span = otel_trace.get_current_span()
+        metadata = ((_wire.TRACEPARENT_KEY, traceparent(span)),) if span.get_span_context().is_valid else ()
         try:
-            resp = await stub.Locate(registry_pb2.LocateRequest(target=target, requester=requester), timeout=timeout)
+            resp = await stub.Locate(registry_pb2.LocateRequest(target=target, requester=requester), timeout=timeout,
+                                     metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         return location_from(resp)

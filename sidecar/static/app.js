@@ -247,7 +247,9 @@
   function drawGraph(data, states) {
     const box = $("graph");
     clear(box);
-    $("graph-caption").textContent = `calls in the last ${windowText()}` + (data.truncated ? " (newest only)" : "");
+    $("graph-caption").textContent = `calls in the last ${windowText()}` + (data.truncated ? " (newest only)" : "") +
+      (data.edges.some((e) => e.prestart) ? " · thick: the scheduler pre-starts the callee" : "") +
+      (data.edges.some((e) => e.learned_only) ? " · dashed: learned before this window" : "");
     if (!data.edges.length) {
       box.appendChild(h("p", { class: "empty", "data-test": "graph-empty", text: `No calls in the last ${windowText()}.` }));
       return;
@@ -277,12 +279,16 @@
       const selected = state.selected && state.selected.kind === "edge" && state.selected.id === id;
       const text = edgeLabel(e);
       const g = s("g", {
-        class: "edge" + (e.errors ? " has-errors" : "") + (selected ? " selected" : ""), "data-test": "graph-edge",
+        class: "edge" + (e.errors ? " has-errors" : "") + (selected ? " selected" : "") +
+          (e.prestart ? " prestart" : "") + (e.learned_only ? " learned-only" : ""), "data-test": "graph-edge",
         "data-caller": e.caller, "data-callee": e.callee, "data-calls": e.calls, "data-errors": e.errors,
+        "data-share": e.share === null || e.share === undefined ? "" : e.share, "data-prestart": e.prestart ? "true" : "false",
         onclick: () => filterBy({ caller: e.caller, algorithm: e.callee }, { kind: "edge", id }),
       },
       s("title", { text: `${id}\n${e.calls} calls, ${e.errors} errors (${pct(e.error_rate)})\n` +
-        `p50 ${e.p50_ms} ms · p95 ${e.p95_ms} ms · p99 ${e.p99_ms} ms · max ${e.max_ms} ms` }),
+        `p50 ${e.p50_ms} ms · p95 ${e.p95_ms} ms · p99 ${e.p99_ms} ms · max ${e.max_ms} ms` +
+        (e.share === null || e.share === undefined ? "" : `\nlearned: ${pct(e.share)} of the caller's calls` +
+          (e.prestart ? " — the scheduler pre-starts the callee" : "")) }),
       s("path", { class: "hit", d }),
       s("path", { class: "line", d, "marker-end": e.errors ? "url(#arrow-red)" : "url(#arrow)" }));
       const w = labelWidth(text);

@@ -124,6 +124,10 @@ def test_the_dashboard_shows_the_pipeline_its_calls_and_its_waterfall(mesh, clie
     expect(piped.locator('[data-test="edge-calls"]')).to_have_text(f"{n} calls · 0% errors", timeout=WAIT)
     expect(piped.locator('[data-test="edge-latency"]')).to_have_text(latency)
     expect(edge(page, "client", "demo/sentiment@1.0.0")).to_have_attribute("data-calls", str(n))
+    # the scheduler learned that clean always pipes to tokenize: that edge pre-starts it (drawn thick)
+    expect(piped).to_have_attribute("data-prestart", "true", timeout=WAIT)
+    expect(first).to_have_attribute("data-prestart", "false")
+    expect(page.locator("#graph-caption")).to_contain_text("thick: the scheduler pre-starts the callee")
     for node in ("client", "demo/clean@1.0.0", "demo/tokenize@1.0.0", "demo/sentiment@1.0.0"):
         expect(page.locator(f'[data-test="graph-node"][data-node="{node}"]')).to_be_visible()
     # laid out left to right along the pipe
@@ -187,22 +191,28 @@ def test_the_dashboard_shows_the_pipeline_its_calls_and_its_waterfall(mesh, clie
     expect(panel).to_be_visible()
     expect(page.locator("#waterfall-trace")).to_have_text(traffic["pipelines"][0])
     spans = page.locator('[data-test="span"]')
-    expect(spans).to_have_count(9, timeout=WAIT)
+    # nine spans of calls, plus the starts of the instances this pipeline was the first to need
+    # (the pipelines ran at once, so each start is in the trace of whichever asked first)
     chain = ["call demo/clean", "demo/clean@1.0.0", "apply demo/clean@1.0.0", "pipe demo/tokenize",
              "demo/tokenize@1.0.0", "apply demo/tokenize@1.0.0"]
+    expect(spans.filter(has_not=page.locator('[data-test="span-name"]', has_text=re.compile(r"^start ")))) \
+        .to_have_count(9, timeout=WAIT)
     names = spans.locator('[data-test="span-name"]').all_text_contents()
-    assert names[:6] == chain, names
+    started = [n for n in names if n.startswith("start ")]
+    assert set(started) <= {"start demo/clean@1.0.0", "start demo/tokenize@1.0.0", "start demo/sentiment@1.0.0"}
+    hops = [i for i, n in enumerate(names) if not n.startswith("start ")]
+    assert [names[i] for i in hops[:6]] == chain, names
     assert {"call demo/sentiment", "demo/sentiment@1.0.0", "apply demo/sentiment@1.0.0"} <= set(names)
-    depths = [int(spans.nth(i).get_attribute("data-depth")) for i in range(6)]
+    depths = [int(spans.nth(i).get_attribute("data-depth")) for i in hops[:6]]
     assert depths == [0, 1, 2, 3, 4, 5]
     # nested on screen: each name starts further right, each bar within its parent's
-    starts = [spans.nth(i).locator('[data-test="span-name"]').bounding_box()["x"] for i in range(6)]
+    starts = [spans.nth(i).locator('[data-test="span-name"]').bounding_box()["x"] for i in hops[:6]]
     assert starts == sorted(starts) and len(set(starts)) == 6, starts
-    bars = [spans.nth(i).locator(".wf-bar").bounding_box() for i in range(6)]
+    bars = [spans.nth(i).locator(".wf-bar").bounding_box() for i in hops[:6]]
     for parent, child in zip(bars, bars[1:]):
         # (a bar is at least 2 px wide, so a very short span may stick out by that much)
         assert parent["x"] - 1 <= child["x"] and child["x"] + child["width"] <= parent["x"] + parent["width"] + 3
-    expect(page.locator("#waterfall-caption")).to_contain_text("9 spans")
+    expect(page.locator("#waterfall-caption")).to_contain_text(f"{9 + len(started)} spans")
 
     # a span's attributes
     spans.filter(has=page.locator('[data-test="span-name"]', has_text=re.compile(r"^demo/tokenize@1\.0\.0$"))).click()

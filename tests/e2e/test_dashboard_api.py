@@ -118,6 +118,13 @@ def test_the_call_graph_has_the_pipeline_edges_with_counts_errors_and_percentile
     assert first["errors"] == 1 and first["error_rate"] == pytest.approx(1 / (len(TWEETS) + 1), abs=1e-3)
     assert 0 < first["p50_ms"] <= first["p95_ms"] <= first["p99_ms"] <= first["max_ms"]
     assert got[("demo/clean@1.0.0", "demo/tokenize@1.0.0")]["errors"] == 0
+    # what the scheduler learned rides along: clean pipes to tokenize in every call but the failed
+    # one, a strong enough edge for the scheduler to pre-start tokenize
+    learned = until(lambda: (lambda e: e if e["share"] is not None else None)(
+        {(x["caller"], x["callee"]): x for x in api(base, token, "/api/graph?window=600")["edges"]}
+        [("demo/clean@1.0.0", "demo/tokenize@1.0.0")]))
+    assert learned["share"] == pytest.approx(len(TWEETS) / (len(TWEETS) + 1), abs=0.02) and learned["prestart"] is True
+    assert got[("client", "demo/clean@1.0.0")]["prestart"] is False  # nothing starts a client
     nodes = {n["id"]: n for n in api(base, token, "/api/graph")["nodes"]}
     assert nodes["client"]["kind"] == "client" and nodes["demo/tokenize@1.0.0"]["calls"] == len(TWEETS)
 
@@ -231,6 +238,21 @@ def test_percentiles_and_edges_from_spans():
     assert [n["id"] for n in g["nodes"]] == ["client", "a/x@1.0.0", "b/y@2.0.0"]
     assert g["nodes"][2] | {} == {"id": "b/y@2.0.0", "calls": 1, "errors": 0, "algorithm": "b/y",
                                   "version": "2.0.0", "kind": "algorithm"}
+
+
+def test_learned_edges_join_the_window_graph():
+    from algomesh.sidecar.dashboard import call_graph, with_learned
+    from algomesh.sidecar.edges import Edge
+
+    g = call_graph([("a/x@1.0.0", "b/y@2.0.0", 5_000_000, False)])
+    learned = [Edge("a/x@1.0.0", "b/y@2.0.0", 10.0, 0.9, 0.0, 5.0, 0.0),
+               Edge("a/x@1.0.0", "c/z@1.0.0", 2.0, 0.2, 0.0, 5.0, 0.0)]  # seen before the window
+    with_learned(g, learned, threshold=0.5)
+    edges = {(e["caller"], e["callee"]): e for e in g["edges"]}
+    assert (edges[("a/x@1.0.0", "b/y@2.0.0")]["share"], edges[("a/x@1.0.0", "b/y@2.0.0")]["prestart"]) == (0.9, True)
+    old = edges[("a/x@1.0.0", "c/z@1.0.0")]
+    assert (old["calls"], old["share"], old["prestart"], old["learned_only"]) == (0, 0.2, False, True)
+    assert {n["id"] for n in g["nodes"]} == {"a/x@1.0.0", "b/y@2.0.0", "c/z@1.0.0"}
 
 
 def test_a_waterfall_survives_orphans_and_parent_cycles():

@@ -83,8 +83,15 @@ def _metric(mesh, name: str) -> float:
 
 
 def test_idle_chain_stops_then_a_call_pays_one_cold_start(mesh, client):
-    for x in ("learn", "learn again"):
-        assert len(client.algo("sch/a").pipe(x).result) == 3
+    first = client.algo("sch/a").pipe("learn")
+    assert len(first.result) == 3
+    # Nothing learned yet: each stage was a cold start, and each start is in the call's trace
+    # (B's and C's were asked for by the sidecars' Locate calls, which carry the trace).
+    spans = _spans(client, first.metadata.trace_id,
+                   until=lambda s: {f"start sch/{n}@1.0.0" for n in "abc"} <= {x.name for x in s})
+    assert {s.name: s.attributes["algomesh.start.reason"] for s in spans if s.name.startswith("start ")} == \
+        {f"start sch/{n}@1.0.0": "cold-start" for n in "abc"}
+    assert len(client.algo("sch/a").pipe("learn again").result) == 3
     _wait(lambda: _learned(mesh), 15, "the edges A -> B -> C to be learned")
 
     # Nobody calls: after idle_seconds every instance stops by itself.
