@@ -56,7 +56,7 @@ async fn run(algorithm: Box<dyn Algorithm>, socket: String, concurrency: usize) 
             pending: Mutex::new(Some(algorithm)),
             loaded: tokio::sync::Mutex::new(None),
             ready: std::sync::OnceLock::new(),
-            slots: Semaphore::new(concurrency),
+            slots: Arc::new(Semaphore::new(concurrency)),
         }),
     };
     let server = RunnerServer::new(service)
@@ -89,7 +89,7 @@ struct State {
     pending: Mutex<Option<Box<dyn Algorithm>>>, // before a successful load()
     loaded: tokio::sync::Mutex<Option<f64>>,    // load()'s duration, once it succeeded
     ready: std::sync::OnceLock<Arc<dyn Algorithm>>, // after it
-    slots: Semaphore,
+    slots: Arc<Semaphore>, // held until apply returns, even past the call's deadline
 }
 
 struct Service {
@@ -146,10 +146,11 @@ impl Runner for Service {
         let request = req.into_inner();
         let input = decode(request.input.unwrap_or_default())
             .map_err(|e| status("INVALID_INPUT", &e.0, "", HashMap::new()))?;
-        let _slot = self.state.slots.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
+        let slot = self.state.slots.clone().acquire_owned().await.map_err(|_| Status::unavailable("shutting down"))?;
         let captured = request.capture_stdout.then(|| Arc::new(Mutex::new(Vec::new())));
         let call = Call { headers, deadline, captured: captured.clone(), runtime: tokio::runtime::Handle::current() };
         let (result, took) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let t0 = Instant::now();
             let result = guarded(|| __algomesh_call_user(&*alg, &call, input));
             (result, t0.elapsed().as_secs_f64())
