@@ -57,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--memory-reserve-mb", type=int, default=None,
                     help="memory left free when pre-starting or adding instances (default: 10%% of RAM, "
                          "at least 512)")
+    up.add_argument("--launcher", choices=("local", "kubernetes"), default="local",
+                    help="where instances run: local subprocesses (default) or a Kubernetes Deployment per "
+                         "algorithm version (docs/kubernetes.md; pip install 'algomesh[kubernetes]')")
+    up.add_argument("--mesh-port", type=int, default=0,
+                    help="the port sidecars reach the control plane on (default: any free one)")
+    k8s = up.add_argument_group("kubernetes launcher (--launcher kubernetes)")
+    k8s.add_argument("--k8s-registry-address", default="",
+                     help="host:port the pods' sidecars dial: the control plane's mesh Service")
+    k8s.add_argument("--k8s-namespace", default=None, help="default: the control plane's own, else algomesh")
+    k8s.add_argument("--k8s-sidecar-image", default=None)
+    k8s.add_argument("--k8s-runner-image", action="append", default=[], metavar="RUNTIME=IMAGE",
+                     help="the runner container's image for a runtime (repeatable)")
+    k8s.add_argument("--k8s-artifacts-claim", default=None, help="the ReadWriteMany PVC holding the artifacts")
+    k8s.add_argument("--k8s-service-account", default=None)
+    k8s.add_argument("--k8s-image-pull-secret", action="append", default=[])
+    k8s.add_argument("--k8s-api-url", default=None, help="the API server, unauthenticated (kubectl proxy)")
+    k8s.add_argument("--k8s-kubeconfig", default=None)
+    k8s.add_argument("--k8s-context", default=None)
     up.add_argument("--trace-max-spans", type=int, default=200_000,
                     help="at most this many spans are kept, the oldest dropped first (default 200000)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -172,6 +190,18 @@ def _up(a: argparse.Namespace) -> int:
         print(f"error: --max-payload-mb must be in (0, {_wire.MAX_MESSAGE_BYTES // 2**20}]", file=sys.stderr)
         return 2
     data_dir = a.data_dir or controlplane.default_data_dir()
+    runner_images = {}
+    for item in a.k8s_runner_image:
+        runtime, eq, image = item.partition("=")
+        if not eq or not runtime or not image:
+            print(f"error: --k8s-runner-image wants RUNTIME=IMAGE, not {item!r}", file=sys.stderr)
+            return 2
+        runner_images[runtime] = image
+    k8s = {"registry_address": a.k8s_registry_address, "namespace": a.k8s_namespace,
+           "sidecar_image": a.k8s_sidecar_image, "runner_images": runner_images or None,
+           "artifacts_claim": a.k8s_artifacts_claim, "service_account": a.k8s_service_account,
+           "image_pull_secrets": tuple(a.k8s_image_pull_secret), "api_url": a.k8s_api_url,
+           "kubeconfig": a.k8s_kubeconfig, "context": a.k8s_context}
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
                                            registry_url=a.registry, health_interval=a.health_interval,
                                            max_payload=int(a.max_payload_mb * 2**20),
@@ -182,7 +212,9 @@ def _up(a: argparse.Namespace) -> int:
                                            prestart_threshold=a.prestart_threshold,
                                            scale_interval=a.scale_interval, scale_up_after=a.scale_up_after,
                                            max_instances=a.max_instances,
-                                           memory_reserve_mb=a.memory_reserve_mb))
+                                           memory_reserve_mb=a.memory_reserve_mb, launcher=a.launcher,
+                                           mesh_port=a.mesh_port,
+                                           kubernetes=tuple((k, v) for k, v in k8s.items() if v not in (None, ""))))
     return 0
 
 

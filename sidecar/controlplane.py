@@ -77,6 +77,9 @@ class UpConfig:
     scale_up_after: float = 3.0   # seconds calls must queue before an instance is added
     max_instances: int = 256      # instances of all algorithms together on this machine
     memory_reserve_mb: int | None = None  # memory kept free when adding instances (None: 10%, >= 512 MiB)
+    launcher: str = "local"       # "local" (subprocesses) or "kubernetes" (a Deployment per version)
+    mesh_port: int = 0            # the sidecars' port (0: any free one; fixed for a Kubernetes Service)
+    kubernetes: tuple[tuple[str, object], ...] = ()  # make_kubernetes_launcher's settings, from --k8s-*
     http_port: int | None = None  # dashboard and /metrics; None: the gRPC port + 1 (0 if that is 0)
     new_admin_key: bool = False   # print a new admin key even if keys exist
 
@@ -118,7 +121,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     ca = None if cfg.insecure else MeshCA(lifetime=cfg.cert_lifetime)
     transport = MeshTransport(ca.issue(CONTROL_PLANE, lifetime=CA_LIFETIME) if ca else None)
     mesh_server, mesh_health = new_server([REGISTRY_SERVICE, TRACE_SERVICE])
-    mesh_port = transport.listen(mesh_server, f"{cfg.host}:0")
+    mesh_port = transport.listen(mesh_server, f"{cfg.host}:{cfg.mesh_port}")
     mesh_address = f"{cfg.host}:{mesh_port}"
 
     def identify_client(context) -> Principal:
@@ -139,11 +142,21 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     def failing(instance_id: str) -> bool:
         return any(i.id == instance_id and i.state != PASSING for i in view.instances)
 
-    launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
-                             socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
-                             max_payload=cfg.max_payload, issue=ca.issue if ca else None,
-                             tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances,
-                             memory_reserve=None if cfg.memory_reserve_mb is None else cfg.memory_reserve_mb << 20)
+    if cfg.launcher == "kubernetes":  # imported only here: the kubernetes client is an optional extra
+        from .kubernetes_launcher import make_kubernetes_launcher
+        k8s = dict(cfg.kubernetes)
+        launcher = make_kubernetes_launcher(
+            registry=registry, registry_address=str(k8s.pop("registry_address", "") or mesh_address),
+            artifacts=artifacts, failing=failing, max_payload=cfg.max_payload, issue=ca.issue if ca else None,
+            tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances, **k8s)
+        await launcher.start()  # a previous run's pods go
+    else:
+        launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
+                                 socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
+                                 max_payload=cfg.max_payload, issue=ca.issue if ca else None,
+                                 tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances,
+                                 memory_reserve=None if cfg.memory_reserve_mb is None
+                                 else cfg.memory_reserve_mb << 20)
 
     def issue(identity: str, lifetime: float) -> tuple[bytes, bytes, bytes]:
         c = ca.issue(identity, lifetime)
@@ -234,6 +247,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                  "`algomesh up --new-admin-key` makes another")
     else:
         announce("  security  API keys (the admin key was printed on the first start)")
+    announce(f"  launcher  {cfg.launcher}")
     announce(f"  registry  {cfg.store_url}")
     announce(f"  data      {cfg.data_dir}")
     announce(f"  logs      {cfg.data_dir / 'logs'}")

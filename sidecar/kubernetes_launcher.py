@@ -48,7 +48,7 @@ launcher lists its pods (``app.kubernetes.io/managed-by=algomesh``) every ``poll
   the sidecar drains its calls first) and SIGTERMs both containers; the sidecar withdraws
   from the registry.
 - ``fits``: the sum of the replicas this launcher asked for stays under ``max_total`` (the
-  cluster-wide bound on instances, ``--k8s-max-instances``). It does not read node
+  cluster-wide bound on instances, ``--max-instances``). It does not read node
   capacity: pods that do not fit stay Pending (unschedulable), which a start reports.
 - ``start()`` (once, at control plane start): Deployments left by a previous run are scaled
   to 0 — their instances hold certificates from a mesh CA that is gone, and the registry
@@ -513,7 +513,7 @@ class KubernetesLauncher:
         if self._stopping or self.ready(m.name, m.version) or self.starting(m.name, m.version):
             return False
         if not self.fits(info):
-            log.info("not pre-starting %s %s: %d instances run (--k8s-max-instances)", m.name, m.version,
+            log.info("not pre-starting %s %s: %d instances run (--max-instances)", m.name, m.version,
                      self._total())
             return False
         pending, started = self._starting_future(info, reason)
@@ -640,7 +640,7 @@ class KubernetesLauncher:
         v = self._version(info)
         if count - v.replicas > self.max_total - self._total():
             raise error("INVALID_INPUT", f"the cluster runs at most {self.max_total} instances "
-                        f"(--k8s-max-instances); {self._total()} run", algorithm=m.name, version=m.version)
+                        f"(--max-instances); {self._total()} run", algorithm=m.name, version=m.version)
         await self.start()
         async with v.lock:
             await self._prepare(v)

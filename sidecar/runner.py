@@ -34,6 +34,16 @@ from .stack import Call, Reply
 log = logging.getLogger("algomesh.runner")
 
 APPLY_METHOD = "/algomesh.v1.Runner/Apply"
+RUNNER_CHANNEL_OPTIONS = _wire.CHANNEL_OPTIONS + (
+    # grpcio sends a Unix socket's path as :authority, which some HTTP/2 servers (Rust's h2,
+    # under tonic) refuse; a runner is always local.
+    ("grpc.default_authority", "localhost"),
+    # The runner's socket appears a moment after the process starts: retry every 20 ms,
+    # not after gRPC's default 1 s backoff, or every cold start pays that second.
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
 START_TIMEOUT = 60.0     # process start until its socket answers
 LOAD_TIMEOUT = 600.0     # the algorithm's load()
 STOP_GRACE = 3.0
@@ -92,13 +102,13 @@ class RunnerProcess:
         self.starts += 1
         t0 = time.monotonic()
         if self.external:  # the runner container serves the socket; never unlink it under it
-            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=RUNNER_CHANNEL_OPTIONS)
             exited = asyncio.get_running_loop().create_future()  # no process of ours to exit
         else:
             sock.unlink(missing_ok=True)
             cmd = runner_command(self.runtime, self.spec)
             self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
-            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=_wire.CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=RUNNER_CHANNEL_OPTIONS)
             exited = asyncio.ensure_future(self._proc.wait())
         ready = asyncio.ensure_future(self._channel.channel_ready())
         try:

@@ -17,7 +17,7 @@ from algomesh.v1 import payload_pb2
 
 HERE = Path(__file__).parent
 # The runners that exist, in the order they landed; issue 7 ends with all seven here.
-LANGUAGES = ["python", "go", "node", "java", "exec", "cpp"]
+LANGUAGES = ["python", "node", "go", "rust", "java", "cpp", "exec"]
 LIMIT = 10 * 1024 * 1024  # the mesh's default payload limit (algomesh up --max-payload-mb)
 
 

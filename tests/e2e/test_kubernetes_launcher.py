@@ -5,8 +5,9 @@ Deployment/ReplicaSet controller and a fake kubelet that runs each pod's contain
 processes: the sidecar container really is ``python -m algomesh.sidecar --external-runner
 --cert-dir ...`` and the runner container the Python runner, sharing an emptyDir for the
 runner's socket. The control plane half is real too (registry on SQLite, the mesh port with
-mTLS from a mesh CA), assembled in-process here because ``algomesh up --launcher kubernetes``
-is not wired yet. The fake enforces the RBAC Role in deploy/kubernetes/rbac.yaml, so a call
+mTLS from a mesh CA), assembled in-process here so each launcher operation can be driven
+on its own (tests/e2e/test_kubernetes_up.py runs ``algomesh up --launcher kubernetes``
+itself against the same fake). The fake enforces the RBAC Role in deploy/kubernetes/rbac.yaml, so a call
 the launcher makes that the manifests do not allow fails these tests.
 """
 from __future__ import annotations
@@ -386,7 +387,7 @@ def test_bad_counts_are_refused(cluster, echo, tmp_path):
     assert raised.value.reason == "INVALID_INPUT" and "max_instances" in raised.value.message
     with pytest.raises(AlgomeshError) as raised:  # the cluster-wide bound (max_total=8)
         cluster.run(cluster.launcher.scale(echo, 9))
-    assert raised.value.reason == "INVALID_INPUT" and "--k8s-max-instances" in raised.value.message
+    assert raised.value.reason == "INVALID_INPUT" and "--max-instances" in raised.value.message
     assert cluster.launcher.fits(echo)
 
 
@@ -474,7 +475,7 @@ def test_the_manifests_agree_with_the_launchers_defaults():
     volumes = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in cp["volumes"]}
     artifacts = next(n for n, c in volumes.items() if c == defaults.artifacts_claim)
     assert mounts[artifacts] == args["--data-dir"] + "/artifacts"  # the path algorithm pods mount it at
-    assert int(args["--k8s-max-instances"]) == defaults.max_total
+    assert int(args["--max-instances"]) == defaults.max_total
 
 
 @pytest.mark.parametrize("files, flags, says", [
