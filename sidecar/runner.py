@@ -42,11 +42,19 @@ RUNNER_CHANNEL_OPTIONS = _wire.CHANNEL_OPTIONS + (
     # not after gRPC's default 1 s backoff, or every cold start pays that second.
     ("grpc.initial_reconnect_backoff_ms", 20),
     ("grpc.min_reconnect_backoff_ms", 20),
-    ("grpc.max_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 50),
 )
 START_TIMEOUT = 60.0     # process start until its socket answers
 LOAD_TIMEOUT = 600.0     # the algorithm's load()
 STOP_GRACE = 3.0
+
+
+async def _serving(channel: grpc.aio.Channel, sock: Path) -> None:
+    """Until the runner answers on its socket: first wait (cheaply) for the socket file, so
+    the channel's first connection attempt is the one that works."""
+    while not sock.exists():
+        await asyncio.sleep(0.01)
+    await channel.channel_ready()
 
 
 class RunnerProcess:
@@ -110,7 +118,7 @@ class RunnerProcess:
             self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
             self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=RUNNER_CHANNEL_OPTIONS)
             exited = asyncio.ensure_future(self._proc.wait())
-        ready = asyncio.ensure_future(self._channel.channel_ready())
+        ready = asyncio.ensure_future(_serving(self._channel, sock))
         try:
             done, _ = await asyncio.wait({exited, ready}, timeout=START_TIMEOUT,
                                          return_when=asyncio.FIRST_COMPLETED)
