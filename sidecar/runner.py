@@ -27,8 +27,8 @@ from algomesh._errors import AlgomeshError, error, from_rpc_error
 from algomesh.v1 import runner_pb2, runner_pb2_grpc
 
 from .deadline import remaining
-from .procs import Child, child_env
-from .runtimes import RunnerSpec, runner_command
+from .procs import Child
+from .runtimes import RunnerSpec, start_runner
 from .stack import Call, Reply
 
 log = logging.getLogger("algomesh.runner")
@@ -59,7 +59,7 @@ async def _serving(channel: grpc.aio.Channel, sock: Path) -> None:
 
 class RunnerProcess:
     def __init__(self, *, algorithm: str, version: str, runtime: str, spec: RunnerSpec,
-                 env: dict[str, str], external: bool = False) -> None:
+                 env: dict[str, str], external: bool = False, early: Child | None = None) -> None:
         self.algorithm, self.version, self.runtime = algorithm, version, runtime
         self.spec = spec
         self.external = external  # the runner is served by someone else (another container)
@@ -75,6 +75,7 @@ class RunnerProcess:
         self._load_error: AlgomeshError | None = None  # from the eager load, told once
         self.starts = 0
         self._watch: asyncio.Future | None = None  # external: notices the connection leaving READY
+        self._early = early  # the runner process, started before the sidecar itself (its first start)
 
     # lifecycle --------------------------------------------------------------------
 
@@ -113,9 +114,10 @@ class RunnerProcess:
             self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=RUNNER_CHANNEL_OPTIONS)
             exited = asyncio.get_running_loop().create_future()  # no process of ours to exit
         else:
-            sock.unlink(missing_ok=True)
-            cmd = runner_command(self.runtime, self.spec)
-            self._proc = Child.start(cmd, cwd=self.spec.path, env=child_env({**self._env, **self.spec.env()}))
+            if self._early is not None:
+                self._proc, self._early = self._early, None
+            else:
+                self._proc = start_runner(self.runtime, self.spec, self._env)
             self._channel = grpc.aio.insecure_channel(f"unix://{sock}", options=RUNNER_CHANNEL_OPTIONS)
             exited = asyncio.ensure_future(self._proc.wait())
         ready = asyncio.ensure_future(_serving(self._channel, sock))

@@ -24,6 +24,8 @@ from typing import Callable
 
 from algomesh._errors import error
 
+from .procs import Child, child_env
+
 ENV_SOCKET = "ALGOMESH_RUNNER_SOCKET"
 ENV_PATH = "ALGOMESH_PATH"
 ENV_ENTRYPOINT = "ALGOMESH_ENTRYPOINT"
@@ -94,3 +96,9 @@ def runner_command(runtime: str, spec: RunnerSpec) -> list[str]:
     if runtime not in COMMANDS:
         raise error("LAUNCH_FAILED", f"no runner for runtime {runtime!r} on this mesh (have: {', '.join(COMMANDS)})")
     return COMMANDS[runtime](spec)
+
+
+def start_runner(runtime: str, spec: RunnerSpec, env: dict[str, str]) -> Child:
+    """Start a runner process (on a fresh socket path), without waiting for it."""
+    Path(spec.socket).unlink(missing_ok=True)
+    return Child.start(runner_command(runtime, spec), cwd=spec.path, env=child_env({**env, **spec.env()}))

@@ -14,14 +14,11 @@ itself: the sidecar connects to it instead of starting it.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -35,8 +32,9 @@ from .lineage import Contexts
 from .meshtls import MeshCredentials, MeshTransport
 from .permit import may_answer, may_pipe
 from .route import Directory, Router, follow_views, remote_locator
+from .config import SidecarConfig
+from .procs import Child
 from .runner import RunnerProcess
-from .runtimes import RunnerSpec
 from .server import MESH_SERVICE, mesh_handler, new_server
 from .stack import inbound_stack, outbound_stack
 from .measure import MeshMetrics
@@ -46,59 +44,9 @@ from .tracing import tracer_provider
 log = logging.getLogger("algomesh.sidecar")
 
 
-@dataclass(frozen=True)
-class SidecarConfig:
-    instance_id: str
-    algorithm: str          # owner/name
-    version: str            # exact
-    runtime: str
-    entrypoint: str
-    path: str               # the algorithm's folder
-    registry: str           # control plane address
-    socket_dir: str
-    concurrency: int = 1
-    max_in_flight: int = 64
-    max_payload: int = 10 * 1024 * 1024
-    max_depth: int = 32
-    can_call: tuple[str, ...] = ()
-    callability: str = "public"
-    host: str = "127.0.0.1"
-    insecure: bool = False  # plain connections, identities on trust (algomesh up --insecure)
-    cert_dir: str = ""      # read the mesh certificate from DIR/{ca.crt,tls.crt,tls.key}, not stdin
-    external_runner: bool = False  # the runner serves runner_socket itself (another container)
-
-    @property
-    def runner_socket(self) -> str:
-        return os.path.join(self.socket_dir, f"{self.instance_id}.runner.sock")
-
-    @property
-    def outbound_socket(self) -> str:
-        return os.path.join(self.socket_dir, f"{self.instance_id}.out.sock")
-
-    @classmethod
-    def from_argv(cls, argv: list[str] | None = None) -> "SidecarConfig":
-        p = argparse.ArgumentParser(prog="python -m algomesh.sidecar", description=__doc__)
-        for name in ("instance-id", "algorithm", "version", "runtime", "entrypoint", "path",
-                     "registry", "socket-dir"):
-            p.add_argument(f"--{name}", required=True)
-        p.add_argument("--concurrency", type=int, default=1)
-        p.add_argument("--max-in-flight", type=int, default=64)
-        p.add_argument("--max-payload", type=int, default=10 * 1024 * 1024, help="bytes")
-        p.add_argument("--max-depth", type=int, default=32, help="algorithms in one pipeline")
-        p.add_argument("--can-call", action="append", default=[], help="a glob it may pipe to (repeatable)")
-        p.add_argument("--callability", choices=("public", "private"), default="public")
-        p.add_argument("--host", default="127.0.0.1")
-        certs = p.add_mutually_exclusive_group()
-        certs.add_argument("--insecure", action="store_true", help="no mesh certificate (else read from stdin)")
-        certs.add_argument("--cert-dir", default="", help="read the mesh certificate from ca.crt, tls.crt and "
-                           "tls.key in this folder (a mounted Secret) instead of stdin")
-        p.add_argument("--external-runner", action="store_true",
-                       help="do not start the runner: connect to the one serving the runner socket")
-        a = p.parse_args(argv)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
-
-
-async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials | None = None) -> None:
+async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials | None = None,
+                early: Child | None = None) -> None:
+    """``early``: the runner process, if ``python -m algomesh.sidecar`` started it already."""
     me = f"{cfg.algorithm}/{cfg.version}"
     transport = MeshTransport(creds)
     registry_channel = transport.channel(cfg.registry, options=_wire.CHANNEL_OPTIONS)
@@ -106,12 +54,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
 
     runner = RunnerProcess(
         algorithm=cfg.algorithm, version=cfg.version, runtime=cfg.runtime,
-        spec=RunnerSpec(socket=cfg.runner_socket, path=cfg.path, entrypoint=cfg.entrypoint,
-                        concurrency=cfg.concurrency),
-        env={_wire.ENV_ADDRESS: f"unix://{cfg.outbound_socket}",
-             "ALGOMESH_ALGORITHM": cfg.algorithm, "ALGOMESH_VERSION": cfg.version},
-        external=cfg.external_runner,
-    )
+        spec=cfg.runner_spec(), env=cfg.runner_env(), external=cfg.external_runner, early=early)
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
     directory = Directory(remote_locator(registry_channel), requester=owner)
     identity = f"{cfg.algorithm}@{cfg.version}"
@@ -187,17 +130,29 @@ def read_cert_dir(folder: str) -> MeshCredentials:
     return creds
 
 
-async def main(argv: list[str] | None = None) -> None:
-    cfg = SidecarConfig.from_argv(argv)
+def credentials(cfg: SidecarConfig, stdin: bytes | None) -> MeshCredentials | None:
+    """The sidecar's mesh certificate: from --cert-dir, else the bytes the launcher wrote
+    on stdin (read before the runner starts, so the algorithm never sees them)."""
     creds = None
     if cfg.cert_dir:
         creds = read_cert_dir(cfg.cert_dir)
     elif not cfg.insecure:
-        creds = MeshCredentials.from_bytes(sys.stdin.buffer.read())
+        creds = MeshCredentials.from_bytes(stdin if stdin is not None else sys.stdin.buffer.read())
     if creds is not None and creds.identity != f"{cfg.algorithm}@{cfg.version}":
         raise SystemExit(f"the mesh certificate names {creds.identity}, not {cfg.algorithm}@{cfg.version}")
+    return creds
+
+
+async def main(cfg: SidecarConfig | None = None, *, stdin: bytes | None = None, early: Child | None = None) -> None:
+    cfg = cfg or SidecarConfig.from_argv()
+    try:
+        creds = credentials(cfg, stdin)
+    except BaseException:
+        if early is not None:
+            early.kill()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(cfg, stop, creds)
+    await serve(cfg, stop, creds, early)
