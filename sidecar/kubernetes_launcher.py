@@ -83,7 +83,7 @@ from algomesh.registry.manifest import MAX_INSTANCES
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
-from .launchers import Running
+from .launchers import Running, Starts
 from .meshtls import MeshCredentials
 from .runtimes import RunnerSpec, runner_command, runners_root
 
@@ -164,7 +164,9 @@ class _Pod:
     pending_reason: str          # the scheduler's word while unscheduled
 
 
-class KubernetesLauncher:
+class KubernetesLauncher(Starts):
+    name = "kubernetes"
+
     def __init__(self, *, registry: Registry, artifacts: ArtifactStore, api: Any, settings: KubernetesSettings,
                  launch_timeout: float = 300.0, max_payload: int = 10 * 1024 * 1024,
                  failing: Callable[[str], bool] = lambda _id: False,
@@ -179,23 +181,20 @@ class KubernetesLauncher:
         self.launch_timeout = launch_timeout
         self.max_payload = max_payload
         self.max_total = settings.max_total
-        self.on_start = on_start
+        super().__init__(tracer=tracer, on_start=on_start)
         self._api = api
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._failing = failing
         self._issue = issue
-        self._tracer = tracer or otel.get_tracer("algomesh.launcher")
         self._versions: dict[tuple[str, str], _Version] = {}
         self._pods: dict[str, _Pod] = {}                       # the last list, by pod name
         self._instances: dict[str, registry_pb2.Instance] = {}  # registered, by pod name
         self._withdrawn: set[str] = set()                      # registered once, then withdrew
-        self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
         self._waiting = 0                                      # starts waiting: list faster
         self._wake = asyncio.Event()
         self._poller: asyncio.Future | None = None
         self._started: asyncio.Future | None = None
-        self._stopping = False
         registry.on_instance(self._on_instance)
 
     # registry events and the pod list ------------------------------------------------------
@@ -484,60 +483,9 @@ class KubernetesLauncher:
                 if i.algorithm == name and i.version == version and not self._failing(pod)
                 and not (pod in self._pods and self._pods[pod].deleting)]
 
-    def starting(self, name: str, version: str) -> bool:
-        return (name, version) in self._starting
-
-    async def ensure(self, info: registry_pb2.VersionInfo) -> tuple[list[registry_pb2.Instance], bool]:
-        """Ready instances of this version, starting one if there is none; the flag says
-        whether this call started it (a cold start)."""
-        m = info.manifest
-        found = self.ready(m.name, m.version)
-        if found:
-            return found, False
-        pending, started = self._starting_future(info, "cold-start")
-        await asyncio.shield(pending)
-        return self.ready(m.name, m.version) or [pending.result()], started
-
-    def _starting_future(self, info: registry_pb2.VersionInfo, reason: str) -> tuple[asyncio.Future, bool]:
-        key = (info.manifest.name, info.manifest.version)
-        pending = self._starting.get(key)
-        if pending is not None:
-            return pending, False
-        pending = asyncio.ensure_future(self._start(info, reason))
-        self._starting[key] = pending
-        pending.add_done_callback(lambda _f: self._starting.pop(key, None))
-        return pending, True
-
-    def prestart(self, info: registry_pb2.VersionInfo, reason: str = "pre-start") -> bool:
-        m = info.manifest
-        if self._stopping or self.ready(m.name, m.version) or self.starting(m.name, m.version):
-            return False
-        if not self.fits(info):
-            log.info("not pre-starting %s %s: %d instances run (--max-instances)", m.name, m.version,
-                     self._total())
-            return False
-        pending, started = self._starting_future(info, reason)
-        if started:
-            pending.add_done_callback(_log_failure)
-        return started
-
-    async def add(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
-        return await self._start(info, reason)
-
-    async def _start(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
-        m = info.manifest
-        if self.on_start is not None:
-            try:
-                self.on_start(info)  # its followers start alongside it
-            except Exception:
-                log.exception("the on_start hook failed for %s %s", m.name, m.version)
-        with self._tracer.start_as_current_span(
-                f"start {m.name}@{m.version}", kind=otel.SpanKind.INTERNAL,
-                attributes={"algomesh.algorithm": m.name, "algomesh.version": m.version,
-                            "algomesh.start.reason": reason, "algomesh.launcher": "kubernetes"}) as span:
-            [instance] = await self._grow(info, 1, reason)
-            span.set_attribute("algomesh.instance", instance.id)
-            return instance
+    async def _launch(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
+        [instance] = await self._grow(info, 1, reason)
+        return instance
 
     async def _grow(self, info: registry_pb2.VersionInfo, count: int, reason: str,
                     target: int | None = None) -> list[registry_pb2.Instance]:
@@ -832,11 +780,6 @@ def _unscheduled(pod: Any) -> str:
         if c.type == "PodScheduled" and c.status == "False":
             return f"{c.reason}: {c.message}"
     return ""
-
-
-def _log_failure(f: asyncio.Future) -> None:
-    if not f.cancelled() and f.exception() is not None:
-        log.warning("a pre-start failed: %s", f.exception())
 
 
 def make_kubernetes_launcher(*, registry: Registry, registry_address: str, artifacts: ArtifactStore,

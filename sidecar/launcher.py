@@ -33,7 +33,7 @@ from algomesh.v1 import registry_pb2
 
 from opentelemetry import trace as otel
 
-from .launchers import Running
+from .launchers import Running, Starts
 from .meshtls import MeshCredentials
 from .procs import Child, child_env
 
@@ -58,7 +58,9 @@ class _Child:
     stopping: bool = False
 
 
-class LocalLauncher:
+class LocalLauncher(Starts):
+    name = "local"
+
     def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
                  socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
                  max_payload: int = 10 * 1024 * 1024,
@@ -67,6 +69,7 @@ class LocalLauncher:
                  tracer: otel.Tracer | None = None,
                  on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
                  max_total: int = MAX_INSTANCES * 4, memory_reserve: int | None = None) -> None:
+        super().__init__(tracer=tracer, on_start=on_start)
         self.registry = registry
         self.registry_address = registry_address
         self.artifacts = artifacts
@@ -78,11 +81,7 @@ class LocalLauncher:
         self._failing = failing  # instance id -> its health check is failing
         self._issue = issue      # identity -> a mesh certificate for it; None: --insecure
         self._children: dict[str, _Child] = {}
-        self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
-        self._stopping = False
         self._reapers: set[asyncio.Future[None]] = set()
-        self._tracer = tracer or otel.get_tracer("algomesh.launcher")
-        self.on_start = on_start    # told before every start (the scheduler pre-starts followers)
         self.max_total = max_total  # instances of all versions together
         self.memory_reserve = memory_reserve
         registry.on_instance(self._on_instance)
@@ -105,49 +104,6 @@ class LocalLauncher:
         return [c.instance for c in self._children.values()
                 if c.name == name and c.version == version and c.instance is not None
                 and c.process.returncode is None and not self._failing(c.id)]
-
-    async def ensure(self, info: registry_pb2.VersionInfo) -> tuple[list[registry_pb2.Instance], bool]:
-        """Ready instances of this version, starting one if there is none. The flag says
-        whether this call started it (a cold start); a call that finds an instance already
-        starting (another call's, or a pre-start) waits for it but did not start it."""
-        m = info.manifest
-        found = self.ready(m.name, m.version)
-        if found:
-            return found, False
-        pending, started = self._starting_future(info, "cold-start")
-        await asyncio.shield(pending)
-        return self.ready(m.name, m.version) or [pending.result()], started
-
-    def starting(self, name: str, version: str) -> bool:
-        return (name, version) in self._starting
-
-    def _starting_future(self, info: registry_pb2.VersionInfo, reason: str) -> tuple[asyncio.Future, bool]:
-        key = (info.manifest.name, info.manifest.version)
-        pending = self._starting.get(key)
-        if pending is not None:
-            return pending, False
-        pending = asyncio.ensure_future(self._start(info, reason))
-        self._starting[key] = pending
-        pending.add_done_callback(lambda _f: self._starting.pop(key, None))
-        return pending, True
-
-    def prestart(self, info: registry_pb2.VersionInfo, reason: str = "pre-start") -> bool:
-        """Start an instance in the background unless one is ready or starting, or the
-        machine cannot hold one more (the scheduler's pre-start). True if it started one."""
-        m = info.manifest
-        if self._stopping or self.ready(m.name, m.version) or self.starting(m.name, m.version):
-            return False
-        if not self.fits(info):
-            log.info("not pre-starting %s %s: the machine has no room for another instance", m.name, m.version)
-            return False
-        pending, started = self._starting_future(info, reason)
-        if started:
-            pending.add_done_callback(_log_failure)
-        return started
-
-    async def add(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
-        """Start one more instance of this version and wait until it is ready."""
-        return await self._start(info, reason)
 
     async def stop(self, instance_id: str) -> None:
         child = self._children.get(instance_id)
@@ -204,24 +160,8 @@ class LocalLauncher:
             await self._stop_child(extra)
         return self.ready(m.name, m.version)
 
-    async def _start(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
-        if self._stopping:
-            raise error("LAUNCH_FAILED", "the mesh is shutting down")
-        m = info.manifest
-        if self.on_start is not None:
-            try:
-                self.on_start(info)  # its followers start alongside it
-            except Exception:
-                log.exception("the on_start hook failed for %s %s", m.name, m.version)
-        with self._tracer.start_as_current_span(
-                f"start {m.name}@{m.version}", kind=otel.SpanKind.INTERNAL,
-                attributes={"algomesh.algorithm": m.name, "algomesh.version": m.version,
-                            "algomesh.start.reason": reason}) as span:
-            instance = await self._spawn(info, reason)
-            span.set_attribute("algomesh.instance", instance.id)
-            return instance
-
-    async def _spawn(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
+    async def _launch(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
+        """Spawn one sidecar (which starts the runner) and wait until it registers."""
         m = info.manifest
         iid = "i" + uuid.uuid4().hex[:10]
         log_path = self.log_dir / f"{m.name.replace('/', '.')}-{m.version}-{iid}.log"
@@ -360,11 +300,6 @@ def _tree_rss(pid: int) -> int:
         except (OSError, ValueError):
             continue
     return total
-
-
-def _log_failure(f: asyncio.Future) -> None:
-    if not f.cancelled() and f.exception() is not None:
-        log.warning("a pre-start failed: %s", f.exception())
 
 
 def _tail(path: Path, lines: int = 12) -> str:
