@@ -202,7 +202,7 @@ class Client:
     def __init__(self, api_key: str | None = None, address: str | None = None) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get(_wire.ENV_API_KEY)
         self.address = _wire.resolve_address(address)
-        self._channel = grpc.insecure_channel(self.address, options=_wire.CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(self.address, options=_wire.CLIENT_CHANNEL_OPTIONS)
         self._call: Callable[..., Any] = self._channel.unary_unary(_wire.CALL_METHOD)
 
     def algo(self, ref: str) -> Algorithm:

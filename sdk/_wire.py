@@ -33,6 +33,12 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.enable_retries", 0),
 )
+# A client's channel to the mesh keeps gRPC's transparent retries: a call the transport
+# dropped before any server saw it (a connection reset under it) is sent again instead of
+# hanging until its deadline. No retry policy: a call a server saw is never repeated.
+CLIENT_CHANNEL_OPTIONS = tuple(o for o in CHANNEL_OPTIONS if o[0] != "grpc.enable_retries") + (
+    ("grpc.enable_retries", 1),
+)
 
 
 def resolve_address(address: str | None) -> str:
