@@ -1,0 +1,17 @@
+module tokenize
+
+go 1.26.0
+
+require algomesh.dev v0.0.0
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+// The build step points this at $ALGOMESH_RUNNERS/go; this path is for working in the repo.
+replace algomesh.dev => ../../../runners/go
