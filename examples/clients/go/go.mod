@@ -1,0 +1,19 @@
+module algomesh-client
+
+go 1.26.0
+
+require (
+	algomesh.dev v0.0.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab
+	google.golang.org/grpc v1.85.0
+)
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+// The generated stubs committed with the Go runner (runners/go/gen/algomesh/v1).
+replace algomesh.dev => ../../../runners/go
