@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from algomesh._errors import error
@@ -43,6 +44,7 @@ def run_build(folder: Path, command: str, *, name: str, version: str, timeout: f
     env = child_env({ENV_RUNNERS: str(runners_root()), ENV_CACHE: str(cache),
                      "ALGOMESH_ALGORITHM": name, "ALGOMESH_VERSION": version})
     log.info("building %s %s: %s", name, version, command)
+    _touch(folder)
     try:
         done = subprocess.run(["sh", "-c", command], cwd=folder, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
@@ -59,3 +61,15 @@ def run_build(folder: Path, command: str, *, name: str, version: str, timeout: f
         raise error("BUILD_FAILED", f"the build step of {name} {version} exited with code {done.returncode}: "
                     f"{command}", stacktrace=out, algorithm=name, version=version)
     log.info("built %s %s", name, version)
+
+
+def _touch(folder: Path) -> None:
+    """Give the unpacked files the time of the build. An archive's files all carry mtime 0
+    (it packs to the same bytes every time), and tools that judge freshness by mtime against
+    a cache kept between builds (Cargo's shared target dir: its fingerprints of a path package
+    do not depend on where the package is) would take the outputs of an earlier build of the
+    same package for those of these sources."""
+    now = time.time()
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            os.utime(os.path.join(root, name), (now, now), follow_symlinks=False)

@@ -92,11 +92,13 @@ class Registry:
             manifest = read_manifest(staging)
             authorize(manifest.name)
             digest = tree_digest(staging)  # of what was published, before the build adds to it
+            # A version published already is not built again: the same content is a no-op
+            # (store.publish below), other content VERSION_EXISTS.
             if self.store.get_version(manifest.name, manifest.version) is None:
                 run_build(staging, manifest.build, name=manifest.name, version=manifest.version)
-            if not (staging / manifest.entrypoint).exists():
-                raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder"
-                            + (" after the build step" if manifest.build else ""))
+                if not (staging / manifest.entrypoint).exists():
+                    raise error("INVALID_MANIFEST", f"entrypoint {manifest.entrypoint!r} is not in the folder"
+                                + (" after the build step" if manifest.build else ""))
             info = registry_pb2.VersionInfo(manifest=manifest, digest=digest, published_at=int(time.time()),
                                             private=private)
             created = self.store.publish(info)

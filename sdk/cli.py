@@ -343,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(a)
     except AlgomeshError as exc:
         hint = REASONS[exc.reason].hint if exc.reason in REASONS else ""
+        if exc.reason == "BUILD_FAILED" and exc.stacktrace:  # the compiler's output, then what it means
+            print(exc.stacktrace.rstrip("\n"), file=sys.stderr)
         print(f"error: {exc.reason}: {exc.message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         if a.verbose and isinstance(exc, AlgorithmError) and exc.stacktrace:
             print(exc.stacktrace, file=sys.stderr, end="")

@@ -218,7 +218,13 @@ class RunnerProcess:
                          algorithm=self.algorithm, version=self.version)
         typed = from_rpc_error(exc)
         if "grpc_code" not in typed.metadata:
-            return typed  # the runner answered with a typed error (ALGORITHM_ERROR, INVALID_INPUT, ...)
+            # The runner answered with a typed error (ALGORITHM_ERROR, INVALID_INPUT, ...). Its
+            # own errors name this algorithm; one it passed on from a pipe names the stage it
+            # came from already (set by that stage's sidecar), and keeps it.
+            if typed.reason in ("ALGORITHM_ERROR", "ALGORITHM_LOAD_FAILED", "INVALID_INPUT"):
+                typed.metadata.setdefault("algorithm", self.algorithm)
+                typed.metadata.setdefault("version", self.version)
+            return typed
         live = proc.returncode is None if proc is not None else self.external
         if code != grpc.StatusCode.UNAVAILABLE and live:
             return typed  # a bare status from a live runner

@@ -2,8 +2,8 @@
 
 The manifest's build step runs at publish time; when the compiler fails the publish is
 refused with BUILD_FAILED, whose stack trace is the compiler's output, and no version is
-recorded. The fixed sources then publish and answer. For Go, C++ and Java, each with its
-real toolchain and runner library.
+recorded. The fixed sources then publish and answer. For Go, C++, Rust and Java, each with
+its real toolchain and runner library.
 """
 import re
 import shutil
@@ -84,6 +84,37 @@ def cpp(folder: Path, name: str, version: str, broken: bool) -> str:
     return r"main\.cpp:\d+:\d+: error: .shout. was not declared in this scope"  # ‘’ or '' by locale
 
 
+def rust(folder: Path, name: str, version: str, broken: bool) -> str:
+    (folder / "src").mkdir(parents=True, exist_ok=True)
+    source = EXAMPLES / "polyglot" / "normalize-rust"
+    (folder / "Cargo.toml").write_text((source / "Cargo.toml").read_text().replace("poly-normalize", "build-shout"))
+    (folder / "Cargo.lock").write_text((source / "Cargo.lock").read_text().replace('"poly-normalize"', '"build-shout"'))
+    upper = "shout(&s)" if broken else "s.to_uppercase()"
+    (folder / "src" / "main.rs").write_text(textwrap.dedent(f"""\
+        use algomesh_runner::{{Algorithm, Call, Error, Value}};
+
+        struct Shout;
+
+        impl Algorithm for Shout {{
+            fn apply(&self, _call: &Call, input: Value) -> Result<Value, Error> {{
+                match input {{
+                    Value::Text(s) => Ok(Value::Text({upper})),
+                    _ => Err(Error::msg("send text")),
+                }}
+            }}
+        }}
+
+        fn main() {{
+            algomesh_runner::serve(Shout)
+        }}
+        """))
+    # (no --locked: the lock is the example's under another package name, which cargo re-sorts)
+    _manifest(folder, name, version, "rust", "shout",
+              """'ln -sfn "$ALGOMESH_RUNNERS/rust" runner && CARGO_TARGET_DIR="$ALGOMESH_BUILD_CACHE/rust/target" """
+              """cargo build --release && cp "$ALGOMESH_BUILD_CACHE/rust/target/release/build-shout" shout'""")
+    return r"cannot find function `shout` in this scope\n\s*--> src/main\.rs:\d+:\d+"
+
+
 def java(folder: Path, name: str, version: str, broken: bool) -> str:
     (folder / "src" / "main" / "java").mkdir(parents=True, exist_ok=True)
     pom = (CONFORMANCE / "java" / "pom.xml").read_text()
@@ -112,7 +143,7 @@ def java(folder: Path, name: str, version: str, broken: bool) -> str:
     return r"Shout\.java:\[\d+,\d+\] cannot find symbol"
 
 
-LANGUAGES = {"go": go, "cpp": cpp, "java": java}
+LANGUAGES = {"go": go, "cpp": cpp, "rust": rust, "java": java}
 
 
 def _not_published(client, name: str) -> None:
@@ -151,14 +182,39 @@ def test_a_build_that_fails_is_refused_and_nothing_is_published(client, tmp_path
 @pytest.mark.parametrize("language", ["go", "cpp"])
 def test_the_cli_refuses_it_too(mesh, client, tmp_path, language):
     name = f"build/{language}-cli"
-    LANGUAGES[language](tmp_path / "broken", name, "1.0.0", broken=True)
+    compiler_says = LANGUAGES[language](tmp_path / "broken", name, "1.0.0", broken=True)
     out = mesh.cli("publish", str(tmp_path / "broken"), timeout=600)
     stderr = out.stderr.decode()
     assert out.returncode == 1
     assert f"error: BUILD_FAILED: the build step of {name} 1.0.0 exited with code" in stderr, stderr
+    assert re.search(compiler_says, stderr), stderr     # the compiler's own words
     _not_published(client, name)
 
     LANGUAGES[language](tmp_path / "fixed", name, "1.0.0", broken=False)
     out = mesh.cli("publish", str(tmp_path / "fixed"), timeout=600)
     assert out.returncode == 0, out.stderr.decode()
     assert [v.manifest.version for v in client.versions(name)] == ["1.0.0"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_each_version_runs_what_it_was_built_from(client, tmp_path, language):
+    """A new version's changed sources are what it runs (a build cache shared between builds,
+    like Cargo's target dir, must not hand it the previous version's program), and publishing
+    a version again is a no-op, not a second build."""
+    name = f"build/{language}-versions"
+    LANGUAGES[language](tmp_path / "v1", name, "1.0.0", broken=False)
+    assert client.publish(tmp_path / "v1").created
+    LANGUAGES[language](tmp_path / "v2", name, "1.0.1", broken=False)
+    for source in (tmp_path / "v2").rglob("*"):
+        if source.suffix in (".go", ".cpp", ".rs", ".java"):   # 1.0.1 lower-cases instead
+            text = source.read_text()
+            for upper, lower in (("strings.ToUpper", "strings.ToLower"),
+                                 ("toupper", "tolower"), ("to_uppercase", "to_lowercase"),
+                                 ("toUpperCase", "toLowerCase")):
+                text = text.replace(upper, lower)
+            source.write_text(text)
+    assert client.publish(tmp_path / "v2").created
+    assert client.algo(f"{name}/1.0.0").set_options(timeout=60).pipe("Make Noise").result == "MAKE NOISE"
+    assert client.algo(f"{name}/1.0.1").set_options(timeout=60).pipe("Make Noise").result == "make noise"
+    again = client.publish(tmp_path / "v1")
+    assert not again.created and again.version.manifest.version == "1.0.0"

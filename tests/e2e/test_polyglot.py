@@ -199,9 +199,10 @@ def test_an_error_in_the_last_stage_reaches_the_client_with_its_reason(client, f
     assert err.message == f'nothing to format: no words left after cleaning "{text}"'
     assert err.error_type == "std::invalid_argument"
     assert "Format::apply" in err.stacktrace         # the C++ stage's own frames, through six runners
+    assert (err.algorithm, err.version) == (LAST, "1.0.0")   # the failing stage, named
 
-    # The failing stage, named by its trace: every stage's apply failed, the C++ one first
-    # (the innermost), with the reason.
+    # Its trace says the same: every stage's apply failed, the C++ one first (the innermost),
+    # with the reason.
     applies = [f"apply {name}@1.0.0" for name in NAMES]
     trace = _stored(client, err.metadata["trace_id"], 1 + 2 * len(NAMES) + len(NAMES) - 1)
     spans = {s.name: s for s in trace.spans}
