@@ -40,7 +40,6 @@ from .procs import Child, child_env
 log = logging.getLogger("algomesh.launcher")
 
 STOP_GRACE = 5.0
-PRESTART_NICE = 10  # CPU priority of a pre-started instance until it is ready (0 after)
 INSTANCE_BYTES_GUESS = 160 * 1024 * 1024  # a sidecar + Python runner, before one of a version has run
 
 
@@ -190,9 +189,6 @@ class LocalLauncher(Starts):
                 # (no PYTHONPYCACHEPREFIX: with one, Python ignores the installed packages' bytecode
                 # and, where writing bytecode is off, compiles every module at every start: +0.6 s each)
                 env=child_env())
-        speculative = reason == "pre-start"
-        if speculative:  # a guess must not slow the start a call is waiting for: lower priority while it starts
-            _renice(proc.pid, PRESTART_NICE)
         child = _Child(iid, m.name, m.version, info, proc, log_path, reason=reason)
         self._children[iid] = child
         reaper = asyncio.ensure_future(self._reap(child))
@@ -206,8 +202,6 @@ class LocalLauncher(Starts):
                                      return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         exited.cancel()
-        if speculative:  # ready: an instance like any other (its runner too: the sidecar's process group)
-            _renice(proc.pid, 0, group=True)
         if child.instance is not None and proc.returncode is None:
             log.info("%s %s ready in %.2fs at %s", m.name, m.version, time.monotonic() - t0, child.instance.address)
             return child.instance
@@ -281,15 +275,6 @@ class LocalLauncher(Starts):
         child: ``starting`` (not registered yet), ``warm`` (registered), ``stopping``
         (being stopped, or withdrew and still running, or the mesh is shutting down)."""
         return [(r.id, r.name, r.version, r.state, r.age) for r in self.running()]
-
-
-def _renice(pid: int, niceness: int, *, group: bool = False) -> None:
-    """Set a process's (or its process group's) nice value; quietly nothing where the OS
-    refuses (e.g. raising priority back without CAP_SYS_NICE: it then stays lower)."""
-    try:
-        os.setpriority(os.PRIO_PGRP if group else os.PRIO_PROCESS, pid, niceness)
-    except (OSError, AttributeError) as exc:
-        log.debug("could not set the priority of %d to %d: %s", pid, niceness, exc)
 
 
 def _meminfo() -> tuple[int, int]:
