@@ -185,14 +185,15 @@ func (x *Permissions) GetCallability() string {
 }
 
 type Scaling struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MinInstances  uint32                 `protobuf:"varint,1,opt,name=min_instances,json=minInstances,proto3" json:"min_instances,omitempty"`
-	MaxInstances  uint32                 `protobuf:"varint,2,opt,name=max_instances,json=maxInstances,proto3" json:"max_instances,omitempty"`
-	IdleSeconds   uint32                 `protobuf:"varint,3,opt,name=idle_seconds,json=idleSeconds,proto3" json:"idle_seconds,omitempty"`   // idle time before scale to zero
-	Concurrency   uint32                 `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`                      // calls one instance runs at once
-	MaxInFlight   uint32                 `protobuf:"varint,5,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"` // calls one instance holds (running + waiting); more are OVERLOADED
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	MinInstances    uint32                 `protobuf:"varint,1,opt,name=min_instances,json=minInstances,proto3" json:"min_instances,omitempty"`
+	MaxInstances    uint32                 `protobuf:"varint,2,opt,name=max_instances,json=maxInstances,proto3" json:"max_instances,omitempty"`
+	IdleSeconds     uint32                 `protobuf:"varint,3,opt,name=idle_seconds,json=idleSeconds,proto3" json:"idle_seconds,omitempty"`                 // idle time before scale to zero
+	Concurrency     uint32                 `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`                                    // calls one instance runs at once
+	MaxInFlight     uint32                 `protobuf:"varint,5,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`               // calls one instance holds (running + waiting); more are OVERLOADED
+	ScaleUpInFlight uint32                 `protobuf:"varint,6,opt,name=scale_up_in_flight,json=scaleUpInFlight,proto3" json:"scale_up_in_flight,omitempty"` // calls in flight per instance past which another starts (0: concurrency)
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Scaling) Reset() {
@@ -256,6 +257,13 @@ func (x *Scaling) GetConcurrency() uint32 {
 func (x *Scaling) GetMaxInFlight() uint32 {
 	if x != nil {
 		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *Scaling) GetScaleUpInFlight() uint32 {
+	if x != nil {
+		return x.ScaleUpInFlight
 	}
 	return 0
 }
@@ -1964,13 +1972,14 @@ const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\x05build\x18\t \x01(\tR\x05build\"J\n" +
 	"\vPermissions\x12\x19\n" +
 	"\bcan_call\x18\x01 \x03(\tR\acanCall\x12 \n" +
-	"\vcallability\x18\x02 \x01(\tR\vcallability\"\xbc\x01\n" +
+	"\vcallability\x18\x02 \x01(\tR\vcallability\"\xe9\x01\n" +
 	"\aScaling\x12#\n" +
 	"\rmin_instances\x18\x01 \x01(\rR\fminInstances\x12#\n" +
 	"\rmax_instances\x18\x02 \x01(\rR\fmaxInstances\x12!\n" +
 	"\fidle_seconds\x18\x03 \x01(\rR\vidleSeconds\x12 \n" +
 	"\vconcurrency\x18\x04 \x01(\rR\vconcurrency\x12\"\n" +
-	"\rmax_in_flight\x18\x05 \x01(\rR\vmaxInFlight\"\x95\x01\n" +
+	"\rmax_in_flight\x18\x05 \x01(\rR\vmaxInFlight\x12+\n" +
+	"\x12scale_up_in_flight\x18\x06 \x01(\rR\x0fscaleUpInFlight\"\x95\x01\n" +
 	"\vVersionInfo\x121\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x15.algomesh.v1.ManifestR\bmanifest\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12!\n" +
