@@ -13,10 +13,12 @@ PATH_KEY = "algomesh-path"              # sidecar to sidecar: the pipeline so fa
 CALL_KEY = "algomesh-call"              # sidecar -> runner -> the algorithm's pipes: its call's token
 KEY_OWNER_KEY = "algomesh-key-owner"    # ingress -> first stage: the owner of the client's API key
 NO_PIPELINES_KEY = "algomesh-no-pipelines"  # ingress -> first stage: "1" if the key forbids pipes
+CACHE_KEY = "algomesh-cache"            # "off": bypass result caches (read and write); every hop forwards it
 # Response trailing metadata.
 ALGORITHM_KEY = "algomesh-algorithm"
 VERSION_KEY = "algomesh-version"
 COLD_START_KEY = "algomesh-cold-start"
+CACHE_HIT_KEY = "algomesh-cache-hit"    # "1": answered from the callee's result cache (docs/caching.md)
 TRACE_ID_KEY = "algomesh-trace-id"      # the call's trace (from the ingress): `algomesh trace ID`
 TRACEPARENT_KEY = "traceparent"         # W3C trace context, on every hop
 

@@ -15,6 +15,16 @@ from algomesh import _wire
 from .runtimes import RunnerSpec
 
 
+def _cache_mb(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not 0 <= mb <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"a number of MiB between 0 and 1048576, not {text!r}")
+    return mb
+
+
 @dataclass(frozen=True)
 class SidecarConfig:
     instance_id: str
@@ -35,6 +45,8 @@ class SidecarConfig:
     insecure: bool = False  # plain connections, identities on trust (algomesh up --insecure)
     cert_dir: str = ""      # read the mesh certificate from DIR/{ca.crt,tls.crt,tls.key}, not stdin
     external_runner: bool = False  # the runner serves runner_socket itself (another container)
+    deterministic: bool = False    # the manifest's deterministic: results are cached (cache.py)
+    cache_mb: float = 64.0         # the result cache's bound in MiB, this instance (0: none)
 
     @property
     def runner_socket(self) -> str:
@@ -63,6 +75,10 @@ class SidecarConfig:
                            "tls.key in this folder (a mounted Secret) instead of stdin")
         p.add_argument("--external-runner", action="store_true",
                        help="do not start the runner: connect to the one serving the runner socket")
+        p.add_argument("--deterministic", action="store_true",
+                       help="the algorithm is deterministic: cache its results (docs/caching.md)")
+        p.add_argument("--cache-mb", type=_cache_mb, default=64.0,
+                       help="bound of the result cache of a deterministic algorithm, MiB (default 64; 0: none)")
         a = p.parse_args(argv)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
 

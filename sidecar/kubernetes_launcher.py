@@ -83,6 +83,7 @@ from algomesh.registry.manifest import MAX_INSTANCES
 from algomesh.registry.service import Registry
 from algomesh.v1 import registry_pb2
 
+from .cache import ENV_CACHE_MB, cache_mb as result_cache_mb
 from .launchers import Running, Starts
 from .meshtls import MeshCredentials
 from .runtimes import RunnerSpec, runner_command, runners_root
@@ -172,8 +173,12 @@ class KubernetesLauncher(Starts):
                  failing: Callable[[str], bool] = lambda _id: False,
                  issue: Callable[[str], MeshCredentials] | None = None,
                  tracer: otel.Tracer | None = None,
-                 on_start: Callable[[registry_pb2.VersionInfo], None] | None = None) -> None:
+                 on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
+                 cache_mb: float | None = None) -> None:
         from kubernetes import client  # the optional extra: algomesh[kubernetes]
+
+        # a deterministic version's result cache, per pod (None: $ALGOMESH_CACHE_MB, else 64)
+        self.cache_mb = result_cache_mb(os.environ.get(ENV_CACHE_MB) if cache_mb is None else cache_mb)
 
         self.registry = registry
         self.artifacts = artifacts
@@ -345,6 +350,7 @@ class KubernetesLauncher(Starts):
             "--max-payload", str(self.max_payload),
             "--callability", m.permissions.callability or "public",
             *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob)),
+            *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ()),
             "--host", "$(POD_IP)", "--external-runner",
             *(("--cert-dir", CERT_DIR) if self._issue is not None else ("--insecure",)),
         ]

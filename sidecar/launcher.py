@@ -33,6 +33,7 @@ from algomesh.v1 import registry_pb2
 
 from opentelemetry import trace as otel
 
+from .cache import ENV_CACHE_MB, cache_mb as result_cache_mb
 from .launchers import Running, Starts
 from .meshtls import MeshCredentials
 from .procs import Child, child_env
@@ -68,8 +69,11 @@ class LocalLauncher(Starts):
                  issue: Callable[[str], MeshCredentials] | None = None,
                  tracer: otel.Tracer | None = None,
                  on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
-                 max_total: int = MAX_INSTANCES * 4, memory_reserve: int | None = None) -> None:
+                 max_total: int = MAX_INSTANCES * 4, memory_reserve: int | None = None,
+                 cache_mb: float | None = None) -> None:
         super().__init__(tracer=tracer, on_start=on_start)
+        # a deterministic version's result cache, per instance (None: $ALGOMESH_CACHE_MB, else 64)
+        self.cache_mb = result_cache_mb(os.environ.get(ENV_CACHE_MB) if cache_mb is None else cache_mb)
         self.registry = registry
         self.registry_address = registry_address
         self.artifacts = artifacts
@@ -174,7 +178,8 @@ class LocalLauncher(Starts):
                "--max-in-flight", str(max(m.scaling.max_in_flight, m.scaling.concurrency, 1)),
                "--max-payload", str(self.max_payload),
                "--callability", m.permissions.callability or "public",
-               *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob))]
+               *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob)),
+               *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ())]
         creds = None
         if self._issue is None:
             cmd.append("--insecure")

@@ -24,7 +24,7 @@ from algomesh._refs import parse_target
 from .metrics import Registry
 from .stack import Call, Handler, Layer, Reply
 
-CACHE_HIT_KEY = "algomesh-cache-hit"  # (the result cache answers with it, once it exists)
+CACHE_HIT_KEY = _wire.CACHE_HIT_KEY  # the result cache answers with it (cache.py)
 
 
 class MeshMetrics:

@@ -240,6 +240,8 @@ class Router:
                     metadata += ((_wire.PATH_KEY, ",".join(call.path)),)
                 if call.traceparent:
                     metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
+                if not call.cache:  # the caller bypasses result caches (cache.py)
+                    metadata += ((_wire.CACHE_KEY, "off"),)
                 if who is not None and who.owner:  # the ingress tells the first stage whose call it is
                     metadata += ((_wire.KEY_OWNER_KEY, who.owner),)
                     if not who.pipelines:

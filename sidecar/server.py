@@ -49,12 +49,14 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         target = token = path = caller = credential = key_owner = traceparent = ""
-        pipelines, credentials = True, 0
+        pipelines, credentials, cache = True, 0, True
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
                 target = value
             elif key == _wire.TRACEPARENT_KEY:
                 traceparent = value
+            elif key == _wire.CACHE_KEY:  # every surface: clients, algorithms and sidecars may bypass caches
+                cache = value != "off"
             elif key == _wire.CALL_KEY and outbound:
                 token = value
             elif key == _wire.AUTH_KEY and ingress:
@@ -89,7 +91,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
             reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
                                      token=token, path=tuple(path.split(",")) if path else (),
-                                     credential=credential, traceparent=traceparent,
+                                     credential=credential, traceparent=traceparent, cache=cache,
                                      principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
         except AlgomeshError as exc:
             await abort(context, exc)

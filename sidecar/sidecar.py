@@ -28,6 +28,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from algomesh.registry.resolve import owner_of
 
+from .cache import ResultCache
 from .lineage import Contexts
 from .meshtls import MeshCredentials, MeshTransport
 from .permit import may_answer, may_pipe
@@ -63,12 +64,13 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     provider = tracer_provider(identity, exporters=[transport.otlp_exporter(cfg.registry)])
     tracer = provider.get_tracer("algomesh")
     metrics = MeshMetrics()
+    cache = ResultCache(int(cfg.cache_mb * 2**20)) if cfg.deterministic and cfg.cache_mb > 0 else None
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
         permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer,
-        metrics=metrics),
+        metrics=metrics, cache=cache),
         surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
     port = transport.listen(inbound, f"{cfg.host}:0")
 

@@ -4,7 +4,7 @@ A ``Handler`` takes a ``Call`` and returns a ``Reply`` or raises an ``AlgomeshEr
 A layer is a function ``Handler -> Handler``. ``build`` applies layers so that the
 first listed is the outermost, and each stack below reads top-down in one place:
 
-    inbound   rescue -> measure -> trace -> deadline -> may_answer -> payload_limit -> load_shed
+    inbound   rescue -> measure -> trace -> deadline -> may_answer -> payload_limit -> cache -> load_shed
                      -> trace(apply) -> track -> runner
               (other sidecars -> my algorithm)
     outbound  rescue -> measure -> may_pipe -> lineage -> trace -> deadline -> payload_limit -> route
@@ -12,7 +12,8 @@ first listed is the outermost, and each stack below reads top-down in one place:
     ingress   rescue -> measure -> authenticate -> trace -> deadline -> payload_limit -> route
               (clients -> the mesh)
 
-(the cache slots in before route as it lands; see DESIGN.md.)
+The result cache (cache.py, deterministic algorithms only) sits in the callee's inbound
+stack, so every caller shares it and a hit still passes the permission and limit layers.
 The body is the serialized CallRequest; no layer decodes it.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Call:
     credential: str = ""                           # ingress: the authorization header, until auth reads it
     principal: "Principal | None" = None           # the client (API key) the call runs for, if known
     traceparent: str = ""                          # W3C trace context: the parent, then each span's own
+    cache: bool = True                             # False: algomesh-cache: off, bypass result caches
 
 
 @dataclass(slots=True)
@@ -58,7 +60,8 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
 
 
 def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int,
-                  permit: Layer, tracer, metrics) -> Handler:
+                  permit: Layer, tracer, metrics, cache=None) -> Handler:
+    from .cache import result_cache
     from .deadline import deadline
     from .limits import load_shed, payload_limit
     from .lineage import track
@@ -73,7 +76,7 @@ def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_i
 
     return build([rescue, measured(metrics, "inbound", me),
                   traced(tracer, SpanKind.SERVER, lambda _c: me, attributes), deadline, permit,
-                  payload_limit(max_payload), load_shed(max_in_flight),
+                  payload_limit(max_payload), result_cache(cache), load_shed(max_in_flight),
                   traced(tracer, SpanKind.INTERNAL, lambda _c: f"apply {me}", lambda _c: {}),
                   track(contexts, me)], runner)
 

@@ -16,6 +16,7 @@ only forwards the header.
 
 Attributes: ``algomesh.algorithm``, ``algomesh.version`` (resolved), ``algomesh.caller``,
 ``algomesh.key_owner`` (the client's key's owner, never the key), ``algomesh.cold_start``,
+``algomesh.cache_hit`` (answered from the callee's result cache, docs/caching.md),
 ``algomesh.request_bytes``, ``algomesh.response_bytes``, ``algomesh.error_reason``. Never
 payloads or keys.
 
@@ -105,6 +106,8 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
                         span.set_attribute("algomesh.version", value)
                     elif key == _wire.COLD_START_KEY:
                         span.set_attribute("algomesh.cold_start", value == "1")
+                    elif key == _wire.CACHE_HIT_KEY:
+                        span.set_attribute("algomesh.cache_hit", value == "1")
             span.end()
             if tell_trace_id:  # and the span's context: a chained call joins this trace
                 reply.trailing += [(_wire.TRACE_ID_KEY, trace_id(span)), (_wire.TRACEPARENT_KEY, call.traceparent)]
