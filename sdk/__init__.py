@@ -17,6 +17,7 @@ from ._client import (
     async_client,
     client,
 )
+from ._compose import AsyncPipeline, Pipeline
 from ._errors import (
     AlgomeshError,
     AlgorithmError,
@@ -37,7 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "client", "async_client", "Client", "AsyncClient", "Algorithm", "AsyncAlgorithm",
-    "Response", "AsyncResponse", "Metadata", "Payload",
+    "Response", "AsyncResponse", "Metadata", "Payload", "Pipeline", "AsyncPipeline",
     "AlgomeshError", "AlgorithmError", "DeadlineExceededError", "InternalError", "InvalidError",
     "LimitError", "NotFoundError", "PermissionError_", "PipelineError", "RunnerCrashedError", "UnavailableError",
     "VersionExistsError",

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import grpc
 
@@ -109,6 +109,19 @@ class _Outcome:
     def metadata(self) -> Metadata:
         return self._raw().metadata()
 
+    @property
+    def error(self) -> AlgomeshError | None:
+        """The call's typed error, or None if it succeeded (waits like ``.result``)."""
+        try:
+            self._raw()
+        except AlgomeshError as exc:
+            return exc
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
     def __repr__(self) -> str:
         return f"<algomesh.{type(self).__name__} {'done' if self.done() else 'pending'}>"  # type: ignore[attr-defined]
 
@@ -191,6 +204,29 @@ class Algorithm:
                 out.set_exception(error("INTERNAL", f"bad response: {exc!r}"))
 
         call.add_done_callback(done)
+
+    def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
+            total: int | None = None) -> list[Response]:
+        """Call the algorithm on every input, at most ``concurrency`` calls in flight (the
+        mesh balances each over the instances); finished responses in input order, each
+        with its own ``.result`` / ``.error``. A bar on stderr when it is a terminal
+        (``progress=True``: always). See docs/sdk.md."""
+        from ._fanout import run_sync
+        return list(run_sync(self, inputs, concurrency, progress=progress, total=total,
+                             bounded=False, method="Algorithm.map"))
+
+    def imap(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
+             total: int | None = None) -> Iterator[Response]:
+        """``map`` as an iterator: each response in input order as soon as it can, holding
+        a bounded number of them."""
+        from ._fanout import run_sync
+        return run_sync(self, inputs, concurrency, progress=progress, total=total,
+                        bounded=True, method="Algorithm.imap")
+
+    def __or__(self, other: Any) -> Any:
+        """``a | b``: one pipeline of both (algomesh.Pipeline)."""
+        from ._compose import Pipeline
+        return Pipeline((self, other))
 
     def __repr__(self) -> str:
         return f"<algomesh.Algorithm {self.target}>"
@@ -339,6 +375,25 @@ class AsyncAlgorithm:
             return _Raw(reply, await call.trailing_metadata())
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+
+    async def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
+                  total: int | None = None) -> list[AsyncResponse]:
+        """``await algo.map(inputs)``: as ``Algorithm.map``; ``inputs`` may be async."""
+        from ._fanout import collect, run_async
+        return await collect(run_async(self, inputs, concurrency, progress=progress, total=total, bounded=False))
+
+    def imap(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
+             total: int | None = None) -> AsyncIterator[AsyncResponse]:
+        """``async for response in algo.imap(inputs)``: in input order, as soon as it can."""
+        from ._fanout import run_async
+        return run_async(self, inputs, concurrency, progress=progress, total=total, bounded=True)
+
+    def __or__(self, other: Any) -> Any:
+        from ._compose import AsyncPipeline
+        return AsyncPipeline((self, other))
+
+    def __repr__(self) -> str:
+        return f"<algomesh.AsyncAlgorithm {self.target}>"
 
 
 class AsyncClient:
