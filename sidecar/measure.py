@@ -8,6 +8,7 @@ outbound sides) counts what passes through it, labelled by the surface:
     algomesh_call_seconds{surface, algorithm, version}          latency (histogram)
     algomesh_cold_starts_total{surface, algorithm, version}     calls that started an instance
     algomesh_cache_hits_total{surface, algorithm, version}      answered from the result cache
+    algomesh_cache_bytes / _entries / _evictions{algorithm, version}  a deterministic instance's result cache
     algomesh_in_flight{surface}                                  calls running now
     algomesh_instances{algorithm, version, state}                instances (the control plane's view)
 
@@ -41,6 +42,16 @@ class MeshMetrics:
         self.in_flight: dict[str, int] = {}
         r.gauge("algomesh_in_flight", "Calls running now.", ("surface",),
                 collect=lambda: [((s,), n) for s, n in list(self.in_flight.items())])
+
+    def watch_cache(self, cache, algorithm: str, version: str) -> None:
+        """Gauges of a result cache (cache.py), read at each scrape."""
+        labels, values = ("algorithm", "version"), (algorithm, version)
+        self.registry.gauge("algomesh_cache_bytes", "Bytes the result cache holds (its bound: --cache-mb).",
+                            labels, collect=lambda: [(values, cache.bytes)])
+        self.registry.gauge("algomesh_cache_entries", "Responses the result cache holds.",
+                            labels, collect=lambda: [(values, len(cache))])
+        self.registry.gauge("algomesh_cache_evictions", "Responses evicted from the result cache so far.",
+                            labels, collect=lambda: [(values, cache.evictions)])
 
     def render(self) -> bytes:
         return self.registry.render()

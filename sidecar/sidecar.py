@@ -65,6 +65,8 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     tracer = provider.get_tracer("algomesh")
     metrics = MeshMetrics()
     cache = ResultCache(int(cfg.cache_mb * 2**20)) if cfg.deterministic and cfg.cache_mb > 0 else None
+    if cache is not None:
+        metrics.watch_cache(cache, cfg.algorithm, cfg.version)
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(

@@ -189,3 +189,18 @@ def test_a_waiter_giving_up_does_not_cancel_the_first_call():
         return algo.calls, reply, len(cache)
     calls, reply, kept = asyncio.run(run())
     assert calls == 1 and reply.body == b"cba" and kept == 1
+
+
+def test_the_cache_gauges_read_the_cache_at_each_scrape():
+    from algomesh.sidecar.measure import MeshMetrics
+
+    metrics, cache = MeshMetrics(), ResultCache(entry_size(b"x" * 10, ()) * 2, max_entry=1 << 20)
+    metrics.watch_cache(cache, "t/det", "1.0.0")
+    labels = '{algorithm="t/det",version="1.0.0"}'
+    assert f"algomesh_cache_entries{labels} 0" in metrics.render().decode()
+    for key in (b"1", b"2", b"3"):
+        cache.put(key, b"x" * 10, ())
+    text = metrics.render().decode()
+    assert f"algomesh_cache_entries{labels} 2" in text
+    assert f"algomesh_cache_bytes{labels} {2 * entry_size(b'x' * 10, ())}" in text
+    assert f"algomesh_cache_evictions{labels} 1" in text
