@@ -37,12 +37,14 @@ class Metadata:
     stdout: str | None      # what the algorithm printed, when asked with stdout=True
     cold_start: bool = False
     trace_id: str = ""      # the call's trace: `algomesh trace TRACE_ID`, client.trace(...)
+    cache_hit: bool = False  # answered from the algorithm's result cache (deterministic algorithms)
 
 
 @dataclass(frozen=True)
 class _Options:
     timeout: float = _wire.DEFAULT_TIMEOUT
     stdout: bool = False
+    cache: bool = True      # False: bypass result caches (neither read nor written)
 
 
 class _Raw:
@@ -64,6 +66,7 @@ class _Raw:
             stdout=r.stdout if r.stdout else None,
             cold_start=self.trailing.get(_wire.COLD_START_KEY) == "1",
             trace_id=str(self.trailing.get(_wire.TRACE_ID_KEY, "")),
+            cache_hit=self.trailing.get(_wire.CACHE_HIT_KEY) == "1",
         )
 
 
@@ -73,10 +76,12 @@ def _request(value: Any, options: _Options) -> bytes:
 
 
 def _call_metadata(target: Target, api_key: str | None, context: tuple[tuple[str, str], ...],
-                   value: Any = None) -> tuple[tuple[str, str], ...]:
+                   value: Any = None, options: _Options | None = None) -> tuple[tuple[str, str], ...]:
     md: tuple[tuple[str, str], ...] = ((_wire.TARGET_KEY, str(target)),)
     if api_key:
         md += ((_wire.AUTH_KEY, f"Simple {api_key}"),)
+    if options is not None and not options.cache:
+        md += ((_wire.CACHE_KEY, "off"),)
     if isinstance(value, _Raw) and not context:  # chained onto a call: join its trace
         parent = value.trailing.get(_wire.TRACEPARENT_KEY)
         if parent:
@@ -156,12 +161,15 @@ class Algorithm:
         self.target = parse_target(ref)
         self._options = _Options()
 
-    def set_options(self, timeout: float | None = None, stdout: bool | None = None) -> "Algorithm":
-        """Per-algorithm options (Algorithmia's names): timeout in seconds, stdout capture."""
+    def set_options(self, timeout: float | None = None, stdout: bool | None = None,
+                    cache: bool | None = None) -> "Algorithm":
+        """Per-algorithm options (Algorithmia's names): timeout in seconds, stdout capture;
+        ``cache=False``: bypass the algorithm's result cache (docs/caching.md)."""
         opts = self._options
         self._options = _Options(
             timeout=opts.timeout if timeout is None else float(timeout),
             stdout=opts.stdout if stdout is None else bool(stdout),
+            cache=opts.cache if cache is None else bool(cache),
         )
         return self
 
@@ -186,7 +194,7 @@ class Algorithm:
             body = _request(value, self._options)
             call = self._client._call.future(
                 body,
-                metadata=_call_metadata(self.target, self._client.api_key, token, value),
+                metadata=_call_metadata(self.target, self._client.api_key, token, value, self._options),
                 timeout=self._options.timeout,
             )
         except AlgomeshError as exc:
@@ -367,7 +375,7 @@ class AsyncAlgorithm:
         body = _request(value, self._options)
         call = self._client._stub()(
             body,
-            metadata=_call_metadata(self.target, self._client.api_key, token, value),
+            metadata=_call_metadata(self.target, self._client.api_key, token, value, self._options),
             timeout=self._options.timeout,
         )
         try:
