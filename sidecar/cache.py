@@ -50,8 +50,8 @@ def cache_mb(value: str | float | None) -> float:
     except (TypeError, ValueError):
         mb = -1.0
     if not 0 <= mb <= 1 << 20:
-        raise error("INVALID_INPUT", f"the result cache's size must be a number of MiB between 0 and 1048576, "
-                    f"not {value!r}")
+        raise error("INVALID_INPUT", f"the result cache's size (${ENV_CACHE_MB}, --cache-mb) must be a number "
+                    f"of MiB between 0 and 1048576, not {value!r}")
     return mb
 
 
