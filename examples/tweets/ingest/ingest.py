@@ -10,11 +10,11 @@ Input, any of:
 
 Each tweet goes to the clean stage as a record {"id", "text", "pipeline"}; clean pipes it
 to lemmatize, lemmatize to sentiment, and the finished record comes back up the chain.
-Up to WINDOW tweets are in the pipeline at once. Output: {"records": [...], "pipeline": {...}}.
+Up to WINDOW tweets are in the pipeline at once (algo.map).
+Output: {"records": [...], "pipeline": {...}}.
 A tweet that cannot be read is INVALID_INPUT naming its line.
 """
 import json
-from collections import deque
 
 import algomesh
 
@@ -87,14 +87,12 @@ def apply(input):
     else:
         tweets, pipeline = read_tweets(input), dict(PIPELINE)
 
-    clean = client.algo(pipeline["clean"])
-    records, in_flight = [], deque()
     for i, tweet in enumerate(tweets):
         tweet.setdefault("id", i + 1)
-        in_flight.append(clean.pipe({**tweet, "pipeline": pipeline}))
-        if len(in_flight) >= WINDOW:
-            records.append(in_flight.popleft().result)
-    records.extend(resp.result for resp in in_flight)
+        tweet["pipeline"] = pipeline
+    # At most WINDOW tweets in the pipeline at once; responses come back in input order,
+    # and a tweet that fails raises its own typed error here.
+    records = [resp.result for resp in client.algo(pipeline["clean"]).map(tweets, concurrency=WINDOW)]
     for record in records:
         record.pop("pipeline", None)
     return {"records": records, "pipeline": pipeline}
