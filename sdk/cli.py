@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--memory-reserve-mb", type=int, default=None,
                     help="memory left free when pre-starting or adding instances (default: 10%% of RAM, "
                          "at least 512)")
+    up.add_argument("--cache-mb", type=float, default=None,
+                    help="result cache of each instance of a deterministic algorithm, in MiB (default: "
+                         "$ALGOMESH_CACHE_MB, else 64; 0 turns caching off; docs/caching.md)")
     up.add_argument("--launcher", choices=("local", "kubernetes"), default="local",
                     help="where instances run: local subprocesses (default) or a Kubernetes Deployment per "
                          "algorithm version (docs/kubernetes.md; pip install 'algomesh[kubernetes]')")
@@ -189,6 +192,9 @@ def _up(a: argparse.Namespace) -> int:
     if not 0 < a.max_payload_mb <= _wire.MAX_MESSAGE_BYTES / 2**20:
         print(f"error: --max-payload-mb must be in (0, {_wire.MAX_MESSAGE_BYTES // 2**20}]", file=sys.stderr)
         return 2
+    if a.cache_mb is not None and not 0 <= a.cache_mb <= 1 << 20:
+        print("error: --cache-mb must be between 0 (off) and 1048576", file=sys.stderr)
+        return 2
     data_dir = a.data_dir or controlplane.default_data_dir()
     runner_images = {}
     for item in a.k8s_runner_image:
@@ -213,7 +219,7 @@ def _up(a: argparse.Namespace) -> int:
                                            scale_interval=a.scale_interval, scale_up_after=a.scale_up_after,
                                            max_instances=a.max_instances,
                                            memory_reserve_mb=a.memory_reserve_mb, launcher=a.launcher,
-                                           mesh_port=a.mesh_port,
+                                           mesh_port=a.mesh_port, cache_mb=a.cache_mb,
                                            kubernetes=tuple((k, v) for k, v in k8s.items() if v not in (None, ""))))
     return 0
 

@@ -77,6 +77,7 @@ class UpConfig:
     scale_up_after: float = 3.0   # seconds calls must queue before an instance is added
     max_instances: int = 256      # instances of all algorithms together on this machine
     memory_reserve_mb: int | None = None  # memory kept free when adding instances (None: 10%, >= 512 MiB)
+    cache_mb: float | None = None  # a deterministic instance's result cache (None: $ALGOMESH_CACHE_MB, else 64)
     launcher: str = "local"       # "local" (subprocesses) or "kubernetes" (a Deployment per version)
     mesh_port: int = 0            # the sidecars' port (0: any free one; fixed for a Kubernetes Service)
     kubernetes: tuple[tuple[str, object], ...] = ()  # make_kubernetes_launcher's settings, from --k8s-*
@@ -148,14 +149,14 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         launcher = make_kubernetes_launcher(
             registry=registry, registry_address=str(k8s.pop("registry_address", "") or mesh_address),
             artifacts=artifacts, failing=failing, max_payload=cfg.max_payload, issue=ca.issue if ca else None,
-            tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances, **k8s)
+            tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances, cache_mb=cfg.cache_mb, **k8s)
         await launcher.start()  # a previous run's pods go
     else:
         launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
                                  socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
                                  max_payload=cfg.max_payload, issue=ca.issue if ca else None,
                                  tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances,
-                                 memory_reserve=None if cfg.memory_reserve_mb is None
+                                 cache_mb=cfg.cache_mb, memory_reserve=None if cfg.memory_reserve_mb is None
                                  else cfg.memory_reserve_mb << 20)
 
     def issue(identity: str, lifetime: float) -> tuple[bytes, bytes, bytes]:

@@ -800,7 +800,7 @@ def make_kubernetes_launcher(*, registry: Registry, registry_address: str, artif
                              service_account: str = "", image_pull_secrets: tuple[str, ...] = (),
                              max_total: int = KubernetesSettings.max_total,
                              api_url: str | None = None, kubeconfig: str | None = None,
-                             context: str | None = None) -> KubernetesLauncher:
+                             context: str | None = None, cache_mb: float | None = None) -> KubernetesLauncher:
     """The launcher ``algomesh up --launcher kubernetes`` runs. Credentials: ``api_url``
     (no authentication: tests, kubectl proxy), else in-cluster (the pod's service account)
     when $KUBERNETES_SERVICE_HOST is set, else ``kubeconfig``/``context`` (kubectl's). The
@@ -830,4 +830,4 @@ def make_kubernetes_launcher(*, registry: Registry, registry_address: str, artif
                                   max_total=max_total)
     return KubernetesLauncher(registry=registry, artifacts=artifacts, api=client.ApiClient(cfg), settings=settings,
                               launch_timeout=launch_timeout, max_payload=max_payload, failing=failing, issue=issue,
-                              tracer=tracer, on_start=on_start)
+                              tracer=tracer, on_start=on_start, cache_mb=cache_mb)

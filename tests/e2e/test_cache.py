@@ -211,3 +211,13 @@ def test_a_hit_is_still_checked_for_permission(mesh, client, counters):
         client.algo("cache/private").pipe("mine").result
     assert info.value.reason == "PERMISSION_DENIED"
     assert invocations(counters["private"], "mine") == 1
+
+
+def test_algomesh_up_refuses_a_bad_cache_size(tmp_path):
+    import subprocess
+    import sys
+
+    for bad in ("-1", "2e6", "nan"):
+        out = subprocess.run([sys.executable, "-m", "algomesh.cli", "up", "--data-dir", str(tmp_path / "d"),
+                              "--port", "0", "--cache-mb", bad], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "--cache-mb must be between 0 (off) and 1048576" in out.stderr, out.stderr
