@@ -33,6 +33,21 @@ def write_algorithm(folder: Path, name: str, version: str, code: str, *, entrypo
     return folder
 
 
+def stored_trace(client, trace_id: str, spans: int, timeout: float = 20.0):
+    """The trace once the control plane holds ``spans`` spans of it: every process sends its
+    own spans, in batches every half second, so they arrive one process at a time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            trace = client.trace(trace_id)
+            if len(trace.spans) >= spans or time.monotonic() > deadline:
+                return trace
+        except algomesh.NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (from /proc)."""
     children: dict[int, list[int]] = {}

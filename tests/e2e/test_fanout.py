@@ -7,7 +7,7 @@ import time
 import pytest
 
 import algomesh
-from tests.conftest import write_algorithm
+from tests.conftest import stored_trace, write_algorithm
 
 # Exactly the instances a test scales to; and each instance may run 8 calls at once, so
 # the only bound on concurrency is the one map keeps.
@@ -80,7 +80,9 @@ def test_results_come_back_in_input_order_whatever_each_call_takes(probe):
     out = probe.map(items, concurrency=16)
     assert [r.result["i"] for r in out] == list(range(16))
     ends = [r.result["end"] for r in out]
-    assert ends[0] > ends[-1]  # really finished out of order
+    # really finished out of order (not every call runs at once on a busy machine: the mesh
+    # balances each call on its own, so one instance may queue some; some still overtake)
+    assert ends != sorted(ends), ends
 
 
 def test_one_input_failing_does_not_fail_the_others(probe):
@@ -145,24 +147,11 @@ def test_the_async_client_maps_too(mesh):
     assert asyncio.run(main()) == [0, 1, 2, 3, "ALGORITHM_ERROR", 5, 6, 7, 8, 9]
 
 
-def _stored(client, trace_id: str, spans: int, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            trace = client.trace(trace_id)
-            if len(trace.spans) >= spans or time.monotonic() > deadline:
-                return trace
-        except algomesh.NotFoundError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
-
-
 def test_map_inside_an_algorithm_carries_the_call_it_serves(client):
     resp = client.algo("fo/fan").set_options(timeout=60).pipe({"to": "fo/probe", "n": 6})
     assert resp.result == [0, 1, 2, 3, 4, 5]
     # one trace: the six pipes are children of fo/fan's apply
-    trace = _stored(client, resp.metadata.trace_id, 3 + 6 * 3)
+    trace = stored_trace(client, resp.metadata.trace_id, 3 + 6 * 3)
     names = [s.name for s in trace.spans]
     assert names.count("pipe fo/probe") == 6 and names.count("apply fo/probe@1.0.0") == 6
     by_id = {s.span_id: s.name for s in trace.spans}
@@ -182,7 +171,7 @@ def test_a_composed_pipeline_equals_manual_chaining_in_one_trace(client):
     resp = pipeline.pipe(text)
     assert resp.result == count.pipe(words.pipe(upper.pipe(text))).result == {"n": 3, "first": "PIPELINES"}
     assert resp.metadata.algorithm == "fo/count"
-    trace = _stored(client, resp.metadata.trace_id, 9)
+    trace = stored_trace(client, resp.metadata.trace_id, 9)
     spans = {s.name: s for s in trace.spans}
     assert {"call fo/upper", "call fo/words", "call fo/count"} <= set(spans), sorted(spans)
     assert {s.trace_id for s in trace.spans} == {resp.metadata.trace_id}
@@ -200,7 +189,7 @@ def test_a_failing_stage_is_named_and_the_rest_are_not_called(client):
     assert e.value.reason == "ALGORITHM_ERROR" and e.value.error_type == "KeyError"
     assert e.value.message.startswith("stage 2 of 3 (fo/words): ")
     assert e.value.metadata["stage"] == "2" and e.value.metadata["stage_target"] == "fo/words"
-    trace = _stored(client, e.value.metadata["trace_id"], 6)
+    trace = stored_trace(client, e.value.metadata["trace_id"], 6)
     assert not any("fo/count" in s.name for s in trace.spans)
     with pytest.raises(algomesh.NotFoundError, match=r"stage 3 of 3 \(fo/missing\)"):
         (client.algo("fo/upper") | client.algo("fo/words") | client.algo("fo/missing")).pipe("a b").result

@@ -11,13 +11,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 
 import pytest
 
 import algomesh
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, stored_trace
 
 POLY = EXAMPLES / "polyglot"
 # (folder, name, what its stage entry says about the language that ran it), in pipeline order
@@ -43,21 +41,6 @@ def published(mesh):
 @pytest.fixture(scope="module")
 def first(client):
     return client.algo(FIRST).set_options(timeout=120)  # the first call cold-starts seven runtimes
-
-
-def _stored(client, trace_id: str, spans: int, timeout: float = 20.0):
-    """The trace once the control plane holds ``spans`` spans of it: every process sends its
-    own spans, in batches, so they arrive one process at a time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            trace = client.trace(trace_id)
-            if len(trace.spans) >= spans or time.monotonic() > deadline:
-                return trace
-        except algomesh.NotFoundError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def _fingerprint(words: list[str]) -> str:
@@ -141,7 +124,7 @@ def test_the_whole_pipeline_is_one_trace_with_every_stage_in_order(client, first
         if i:
             chain.append(f"pipe {name}")
         chain += [f"{name}@1.0.0", f"apply {name}@1.0.0"]
-    trace = _stored(client, trace_id, len(chain))
+    trace = stored_trace(client, trace_id, len(chain))
     spans = {s.name: s for s in trace.spans}
     assert sorted(spans) == sorted(chain), sorted(spans)
     assert len(trace.spans) == len(chain)          # each hop once
@@ -204,7 +187,7 @@ def test_an_error_in_the_last_stage_reaches_the_client_with_its_reason(client, f
     # Its trace says the same: every stage's apply failed, the C++ one first (the innermost),
     # with the reason.
     applies = [f"apply {name}@1.0.0" for name in NAMES]
-    trace = _stored(client, err.metadata["trace_id"], 1 + 2 * len(NAMES) + len(NAMES) - 1)
+    trace = stored_trace(client, err.metadata["trace_id"], 1 + 2 * len(NAMES) + len(NAMES) - 1)
     spans = {s.name: s for s in trace.spans}
     assert all(spans[a].error for a in applies), [(a, spans[a].error) for a in applies]
     assert spans[applies[-1]].attributes["algomesh.error_reason"] == "ALGORITHM_ERROR"

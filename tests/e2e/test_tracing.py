@@ -11,7 +11,7 @@ import time
 import pytest
 
 import algomesh
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, stored_trace
 
 QUICKSTART = EXAMPLES / "quickstart"
 
@@ -20,21 +20,6 @@ QUICKSTART = EXAMPLES / "quickstart"
 def published(mesh):
     for folder in ("tokenize", "clean", "sentiment"):
         mesh.publish(QUICKSTART / folder)
-
-
-def _stored(client, trace_id: str, spans: int, timeout: float = 15.0):
-    """The trace, once the control plane holds ``spans`` spans of it (sidecars send theirs
-    in batches, every half second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            trace = client.trace(trace_id)
-            if len(trace.spans) >= spans or time.monotonic() > deadline:
-                return trace
-        except algomesh.NotFoundError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def test_a_three_stage_pipeline_is_one_trace_with_every_hop(client):
@@ -50,7 +35,7 @@ def test_a_three_stage_pipeline_is_one_trace_with_every_hop(client):
         "pipe demo/tokenize", "demo/tokenize@1.0.0", "apply demo/tokenize@1.0.0",
         "call demo/sentiment", "demo/sentiment@1.0.0", "apply demo/sentiment@1.0.0",
     }
-    trace = _stored(client, trace_id, len(expected))
+    trace = stored_trace(client, trace_id, len(expected))
     spans = {s.name: s for s in trace.spans}
     assert set(spans) == expected, sorted(spans)
     assert len(trace.spans) == len(expected)             # each hop once
@@ -97,7 +82,7 @@ def test_the_control_plane_learns_call_edges_from_the_spans(mesh, client):
 
     clean, sentiment = client.algo("demo/clean"), client.algo("demo/sentiment")
     resp = sentiment.pipe(clean.pipe("edges, please"))
-    _stored(client, resp.metadata.trace_id, 9)
+    stored_trace(client, resp.metadata.trace_id, 9)
     graph = CallGraph(mesh.data_dir / "edges.db")      # the control plane's own file (SQLite, WAL)
     try:
         edges = {(e.caller, e.callee): e for e in graph.edges()}
@@ -116,7 +101,7 @@ def test_a_failing_stage_is_marked_with_its_reason(mesh, client, tmp_path):
     with pytest.raises(algomesh.AlgorithmError) as e:
         client.algo("trace/boom").pipe(1).result
     trace_id = e.value.metadata["trace_id"]          # the error names its trace too
-    trace = _stored(client, trace_id, 3)
+    trace = stored_trace(client, trace_id, 3)
     failed = {s.name: s for s in trace.spans if s.error}
     assert {"call trace/boom", "trace/boom@1.0.0", "apply trace/boom@1.0.0"} <= set(failed)
     assert failed["apply trace/boom@1.0.0"].attributes["algomesh.error_reason"] == "ALGORITHM_ERROR"
@@ -124,7 +109,7 @@ def test_a_failing_stage_is_marked_with_its_reason(mesh, client, tmp_path):
 
 def test_algomesh_trace_prints_the_waterfall(mesh, client):
     resp = client.algo("demo/clean").pipe("Hello  THERE")
-    _stored(client, resp.metadata.trace_id, 6)
+    stored_trace(client, resp.metadata.trace_id, 6)
     out = mesh.cli("trace", resp.metadata.trace_id)
     assert out.returncode == 0, out.stderr.decode()
     text = out.stdout.decode()
@@ -146,7 +131,7 @@ def test_algomesh_trace_prints_the_waterfall(mesh, client):
 
 def test_traces_are_the_owners_own(mesh, client):
     resp = client.algo("demo/tokenize").pipe("a b")
-    _stored(client, resp.metadata.trace_id, 3)
+    stored_trace(client, resp.metadata.trace_id, 3)
     other_key = client.create_key("someone").secret
     with mesh.client(other_key) as other:
         with pytest.raises(algomesh.NotFoundError) as e:
@@ -207,7 +192,7 @@ def test_standard_otel_variables_send_traces_to_a_collector_too(tmp_path, monkey
             resp = c.algo("demo/tokenize").pipe("to the collector")
             resp.result
             trace_id = resp.metadata.trace_id
-            _stored(c, trace_id, 3)                      # the control plane keeps it as well
+            stored_trace(c, trace_id, 3)                      # the control plane keeps it as well
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and {"my-mesh", "demo/tokenize@1.0.0"} - {
                 s for s, ids in collector.spans().items() if trace_id in ids}:

@@ -9,12 +9,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 import algomesh
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, stored_trace
 
 TWEETS = EXAMPLES / "tweets"
 FOLDERS = ["sentiment-vader", "sentiment-textblob", "lemmatize", "clean", "ingest"]
@@ -43,19 +42,6 @@ def ingest(client):
 def _records(ingest, tweets, pipeline=None):
     body = {"tweets": tweets} if pipeline is None else {"tweets": tweets, "pipeline": pipeline}
     return ingest.pipe(body).result["records"]
-
-
-def _stored(client, trace_id: str, spans: int, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            trace = client.trace(trace_id)
-            if len(trace.spans) >= spans or time.monotonic() > deadline:
-                return trace
-        except algomesh.NotFoundError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def test_known_tweets_get_sensible_labels(ingest):
@@ -112,7 +98,7 @@ def test_swapping_the_sentiment_stage_is_one_name(client, ingest):
     # and a swapped call is one trace through the four stages, ending in 2.0.0
     resp = ingest.pipe({"tweets": ["what a lovely day"], "pipeline": SWAPPED})
     assert resp.result["records"][0]["sentiment"]["label"] == "positive"
-    trace = _stored(client, resp.metadata.trace_id, 1 + 2 * 4 + 3)
+    trace = stored_trace(client, resp.metadata.trace_id, 1 + 2 * 4 + 3)
     applies = [s.name for s in trace.spans if s.name.startswith("apply ")]
     assert sorted(applies) == sorted(["apply tweets/ingest@1.0.0", "apply tweets/clean@1.0.0",
                                       "apply tweets/lemmatize@1.0.0", "apply tweets/sentiment@2.0.0"])
