@@ -32,6 +32,7 @@ class PreStarter:
         self.threshold = threshold
         self.on_prestart = on_prestart
         self._successors: dict[str, tuple[float, list]] = {}
+        self._looked: dict[str, float] = {}  # node -> when a call to it may look at its followers again
 
     def _next(self, node: str) -> list:
         now = time.monotonic()
@@ -42,8 +43,14 @@ class PreStarter:
         return hit[1]
 
     def called(self, name: str, version: str) -> None:
-        """A call reached ``name@version`` (running): start its followers that are not."""
-        if self._next(f"{name}@{version}"):
+        """A call reached ``name@version`` (running): start its followers that are not.
+        Looked at most every half second per algorithm, so a busy one pays a dictionary
+        lookup per call, not a walk of its followers."""
+        node, now = f"{name}@{version}", time.monotonic()
+        if self._looked.get(node, 0.0) > now:
+            return
+        self._looked[node] = now + 0.5
+        if self._next(node):
             info = self.version_of(name, version)
             if info is not None:
                 self.follow(info)
