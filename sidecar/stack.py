@@ -95,7 +95,7 @@ def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_d
                 "algomesh.request_bytes": len(call.body)}
 
     return build([rescue, measured(metrics, "outbound"), permit, lineage(contexts, me, max_depth),
-                  traced(tracer, SpanKind.CLIENT, lambda c: f"pipe {c.target}", attributes),
+                  traced(tracer, SpanKind.CLIENT, lambda c: f"pipe {c.target}", attributes, current=True),
                   deadline, payload_limit(max_payload)], route)
 
 
@@ -114,5 +114,6 @@ def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, trac
         return attrs
 
     return build([rescue, measured(metrics, "ingress"), authenticate,
-                  traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True),
+                  traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True,
+                         current=True),
                   deadline, payload_limit(max_payload)], route)

@@ -72,18 +72,20 @@ def trace_id(span) -> str:
 
 
 def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
-           attributes: Callable[[Call], dict], *, tell_trace_id: bool = False) -> Layer:
+           attributes: Callable[[Call], dict], *, tell_trace_id: bool = False, current: bool = False) -> Layer:
     """A span around the rest of the stack. The call's ``traceparent`` is its parent, and
     becomes the span's own for the hops inside. ``tell_trace_id``: the reply (or error)
     names the trace (the ingress does, so users go from a result to its trace), and the
     reply carries the span's ``traceparent``, which the SDK sends with a call chained onto
-    this one: ``b.pipe(a.pipe(x))`` is one trace."""
+    this one: ``b.pipe(a.pipe(x))`` is one trace. ``current``: the span is also OpenTelemetry's
+    current span while the rest runs, for what routing does off the call's path (a Locate
+    that carries the trace, an instance start that joins it); only routing stacks need it."""
     def layer(inner: Handler) -> Handler:
         async def handle(call: Call) -> Reply:
             parent = parse_traceparent(call.traceparent) if call.traceparent else None
             span = tracer.start_span(name(call), context=parent, kind=kind, attributes=attributes(call))
             call.traceparent = traceparent(span)
-            token = context_api.attach(set_span_in_context(span))  # what the hops inside start is in this trace
+            token = context_api.attach(set_span_in_context(span)) if current else None
             try:
                 reply = await inner(call)
             except AlgomeshError as exc:
@@ -98,7 +100,8 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
                 span.end()
                 raise
             finally:
-                context_api.detach(token)
+                if token is not None:
+                    context_api.detach(token)
             if span.is_recording():
                 span.set_attribute("algomesh.response_bytes", len(reply.body))
                 for key, value in reply.trailing:
