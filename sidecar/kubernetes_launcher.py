@@ -721,18 +721,9 @@ class KubernetesLauncher(Starts):
                             log.error("could not renew the certificate of %s: %s", v.deployment, exc)
                             continue
                 m = v.info.manifest
-                old = [r for r in self.running() if (r.name, r.version) == (m.name, m.version)
-                       and r.state == "warm" and r.age > half]
-                for r in old:
-                    if self._stopping:
-                        return
-                    log.info("rotating instance %s of %s %s (its certificate ages)", r.id, r.name, r.version)
-                    try:
-                        await self.add(v.info, "rotation")
-                    except AlgomeshError as exc:  # keep the old one until a successor starts
-                        log.error("could not start a successor to %s: %s", r.id, exc)
-                        continue
-                    await self.stop(r.id)
+                await self.replace([(r.id, v.info) for r in self.running()
+                                    if (r.name, r.version) == (m.name, m.version)
+                                    and r.state == "warm" and r.age > half])
 
 
 class _ApiError(Exception):

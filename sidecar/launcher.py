@@ -237,18 +237,9 @@ class LocalLauncher(Starts):
         while True:
             await asyncio.sleep(max(0.5, min(5.0, every / 8)))
             now = time.monotonic()
-            due = [c for c in self._children.values()
-                   if c.instance is not None and c.process.returncode is None and now - c.started > every]
-            for child in due:
-                if self._stopping:
-                    return
-                log.info("rotating instance %s of %s %s (its certificate ages)", child.id, child.name, child.version)
-                try:
-                    await self._start(child.info, "rotation")
-                except AlgomeshError as exc:  # keep the old one until a successor starts
-                    log.error("could not start a successor to %s: %s", child.id, exc)
-                    continue
-                await self._stop_child(child)
+            await self.replace([(c.id, c.info) for c in list(self._children.values())
+                                if c.instance is not None and c.process.returncode is None
+                                and now - c.started > every])
 
     # shutdown -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 
 from opentelemetry import trace as otel
 
-from algomesh._errors import error
+from algomesh._errors import AlgomeshError, error
 from algomesh.v1 import registry_pb2
 
 log = logging.getLogger("algomesh.launcher")
@@ -140,6 +140,24 @@ class Starts:
     async def add(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
         """Start one more instance of this version and wait until it is ready."""
         return await self._start(info, reason)
+
+    async def replace(self, due: list[tuple[str, registry_pb2.VersionInfo]]) -> None:
+        """Rotation: replace each ``(instance id, version)``, its successor started first, so
+        the version always has a ready instance; one whose successor fails to start stays."""
+        for instance_id, info in due:
+            if self._stopping:
+                return
+            m = info.manifest
+            log.info("rotating instance %s of %s %s (its certificate ages)", instance_id, m.name, m.version)
+            try:
+                await self.add(info, "rotation")
+            except AlgomeshError as exc:
+                log.error("could not start a successor to %s: %s", instance_id, exc)
+                continue
+            await self.stop(instance_id)
+
+    async def stop(self, instance_id: str) -> None:
+        raise NotImplementedError
 
     async def _start(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
         if self._stopping:
