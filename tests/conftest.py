@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import grpc
 import pytest
@@ -33,14 +34,16 @@ def write_algorithm(folder: Path, name: str, version: str, code: str, *, entrypo
     return folder
 
 
-def stored_trace(client, trace_id: str, spans: int, timeout: float = 20.0):
-    """The trace once the control plane holds ``spans`` spans of it: every process sends its
-    own spans, in batches every half second, so they arrive one process at a time."""
+def stored_trace(client, trace_id: str, spans: int, timeout: float = 20.0, names: Iterable[str] = ()):
+    """The trace once the control plane holds ``spans`` spans of it, ``names`` among them:
+    every process sends its own spans, in batches every half second, so they arrive one
+    process at a time (and a trace may also hold the starts of instances it caused)."""
+    want = set(names)
     deadline = time.monotonic() + timeout
     while True:
         try:
             trace = client.trace(trace_id)
-            if len(trace.spans) >= spans or time.monotonic() > deadline:
+            if (len(trace.spans) >= spans and want <= {s.name for s in trace.spans}) or time.monotonic() > deadline:
                 return trace
         except algomesh.NotFoundError:
             if time.monotonic() > deadline:

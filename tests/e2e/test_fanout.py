@@ -171,7 +171,7 @@ def test_a_composed_pipeline_equals_manual_chaining_in_one_trace(client):
     resp = pipeline.pipe(text)
     assert resp.result == count.pipe(words.pipe(upper.pipe(text))).result == {"n": 3, "first": "PIPELINES"}
     assert resp.metadata.algorithm == "fo/count"
-    trace = stored_trace(client, resp.metadata.trace_id, 9)
+    trace = stored_trace(client, resp.metadata.trace_id, 9, names={"call fo/upper", "call fo/words", "call fo/count"})
     spans = {s.name: s for s in trace.spans}
     assert {"call fo/upper", "call fo/words", "call fo/count"} <= set(spans), sorted(spans)
     assert {s.trace_id for s in trace.spans} == {resp.metadata.trace_id}
