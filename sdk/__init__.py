@@ -33,12 +33,14 @@ from ._errors import (
     VersionExistsError,
 )
 from ._payload import Payload
+from ._stream import AsyncStreamResponse, Stream, StreamResponse
 
 __version__ = "0.1.0"
 
 __all__ = [
     "client", "async_client", "Client", "AsyncClient", "Algorithm", "AsyncAlgorithm",
     "Response", "AsyncResponse", "Metadata", "Payload", "Pipeline", "AsyncPipeline",
+    "Stream", "StreamResponse", "AsyncStreamResponse",
     "AlgomeshError", "AlgorithmError", "DeadlineExceededError", "InternalError", "InvalidError",
     "LimitError", "NotFoundError", "PermissionError_", "PipelineError", "RunnerCrashedError", "UnavailableError",
     "VersionExistsError",

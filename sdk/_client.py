@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import os
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Sequence
 
 import grpc
 
@@ -24,6 +24,9 @@ from ._context import CALL_CONTEXT
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import content_type_name, decode, encode
 from ._refs import Target, parse_target
+
+if TYPE_CHECKING:
+    from ._stream import AsyncStreamResponse, StreamResponse
 
 __all__ = ["Client", "AsyncClient", "Algorithm", "AsyncAlgorithm", "Response", "Metadata", "client", "async_client"]
 
@@ -213,6 +216,16 @@ class Algorithm:
 
         call.add_done_callback(done)
 
+    def stream(self, source: Any, content_type: str | None = None) -> "StreamResponse":
+        """Call the algorithm with ``source`` streamed in chunks (bytes, str, a file object,
+        an iterable of bytes or str, an ``algomesh.Stream``, another ``StreamResponse``), for
+        payloads of any size at bounded memory; the answer streams back. ``content_type``
+        ("json", "text", "binary") overrides what the source implies. See docs/streaming.md."""
+        from ._stream import start
+        return start(self._client._call_stream, source, content_type, self._options.stdout,
+                     _call_metadata(self.target, self._client.api_key, CALL_CONTEXT.get(), None, self._options),
+                     self._options.timeout)
+
     def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
             total: int | None = None) -> list[Response]:
         """Call the algorithm on every input, at most ``concurrency`` calls in flight (the
@@ -248,6 +261,7 @@ class Client:
         self.address = _wire.resolve_address(address)
         self._channel = grpc.insecure_channel(self.address, options=_wire.CLIENT_CHANNEL_OPTIONS)
         self._call: Callable[..., Any] = self._channel.unary_unary(_wire.CALL_METHOD)
+        self._call_stream: Callable[..., Any] = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
 
     def algo(self, ref: str) -> Algorithm:
         return Algorithm(self, ref)
@@ -384,6 +398,15 @@ class AsyncAlgorithm:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
+    def stream(self, source: Any, content_type: str | None = None) -> "AsyncStreamResponse":
+        """As ``Algorithm.stream`` (``source`` may also be an async iterable); read the answer
+        with ``async for chunk in answer.chunks()`` or ``await answer.save(path)``."""
+        from ._stream import AsyncStreamResponse
+        self._client._stub()
+        return AsyncStreamResponse(self._client._stream_multicallable, source, content_type, self._options.stdout,
+                                   _call_metadata(self.target, self._client.api_key, CALL_CONTEXT.get(), None,
+                                                  self._options), self._options.timeout)
+
     async def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
                   total: int | None = None) -> list[AsyncResponse]:
         """``await algo.map(inputs)``: as ``Algorithm.map``; ``inputs`` may be async."""
@@ -415,6 +438,7 @@ class AsyncClient:
         if self._multicallable is None:
             self._channel = grpc.aio.insecure_channel(self.address, options=_wire.CHANNEL_OPTIONS)
             self._multicallable = self._channel.unary_unary(_wire.CALL_METHOD)
+            self._stream_multicallable = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
         return self._multicallable
 
     def algo(self, ref: str) -> AsyncAlgorithm:

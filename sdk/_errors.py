@@ -7,7 +7,7 @@ The hierarchy::
     ├── NotFoundError                  (ALGORITHM_NOT_FOUND, VERSION_NOT_FOUND, KEY_NOT_FOUND,
     │                                  TRACE_NOT_FOUND)
     ├── InvalidError                   the request is wrong (INVALID_INPUT, INVALID_VERSION,
-    │                                  INVALID_MANIFEST, INVALID_ARCHIVE)
+    │                                  INVALID_MANIFEST, INVALID_ARCHIVE, STREAMING_UNSUPPORTED)
     ├── VersionExistsError             a published version is immutable (VERSION_EXISTS)
     ├── PermissionError_               (PERMISSION_DENIED, UNAUTHENTICATED)
     ├── LimitError                     (PAYLOAD_TOO_LARGE, OVERLOADED)
@@ -152,6 +152,7 @@ REASONS: dict[str, Reason] = {
     "UNAUTHENTICATED": Reason(_C.UNAUTHENTICATED, PermissionError_, "pass a valid API key"),
     "PERMISSION_DENIED": Reason(_C.PERMISSION_DENIED, PermissionError_, "ask for the permission named"),
     "PAYLOAD_TOO_LARGE": Reason(_C.RESOURCE_EXHAUSTED, LimitError, "send a smaller payload or a data:// reference"),
+    "STREAMING_UNSUPPORTED": Reason(_C.UNIMPLEMENTED, InvalidError, "this algorithm's runner takes no streams: call it with pipe() (up to the payload limit) or pass a data:// reference"),
     "OVERLOADED": Reason(_C.RESOURCE_EXHAUSTED, LimitError, "retry later or add instances"),
     "DEADLINE_EXCEEDED": Reason(_C.DEADLINE_EXCEEDED, DeadlineExceededError, "raise the timeout or make the stage faster"),
     "CALL_DEPTH_EXCEEDED": Reason(_C.FAILED_PRECONDITION, PipelineError, "a pipeline this deep is probably runaway recursion"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 CALL_METHOD = "/algomesh.v1.Mesh/Call"
+CALL_STREAM_METHOD = "/algomesh.v1.Mesh/CallStream"
 
 # Request metadata (routing facts travel here so a sidecar never decodes a body).
 TARGET_KEY = "algomesh-target"          # owner/name[/version]

@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="seconds between health probes of each instance (default 1)")
     up.add_argument("--max-payload-mb", type=float, default=10.0,
                     help="largest unary payload in MiB (default 10; at most 64, the transport's limit)")
+    up.add_argument("--max-stream-mb", type=float, default=65536.0,
+                    help="largest streamed payload (algo.stream) in MiB, counted as it passes (default 65536)")
     up.add_argument("--insecure", action="store_true",
                     help="DANGEROUS: no API keys and no mesh certificates; anyone who reaches the ports "
                          "can call, publish and scale")
@@ -192,6 +194,9 @@ def _up(a: argparse.Namespace) -> int:
     if not 0 < a.max_payload_mb <= _wire.MAX_MESSAGE_BYTES / 2**20:
         print(f"error: --max-payload-mb must be in (0, {_wire.MAX_MESSAGE_BYTES // 2**20}]", file=sys.stderr)
         return 2
+    if not 0 < a.max_stream_mb <= 1 << 30:
+        print("error: --max-stream-mb must be in (0, 1073741824]", file=sys.stderr)
+        return 2
     if a.cache_mb is not None and not 0 <= a.cache_mb <= 1 << 20:
         print("error: --cache-mb must be between 0 (off) and 1048576", file=sys.stderr)
         return 2
@@ -211,6 +216,7 @@ def _up(a: argparse.Namespace) -> int:
     controlplane.run(controlplane.UpConfig(data_dir=data_dir.resolve(), host=a.host, port=a.port,
                                            registry_url=a.registry, health_interval=a.health_interval,
                                            max_payload=int(a.max_payload_mb * 2**20),
+                                           max_stream=int(a.max_stream_mb * 2**20),
                                            insecure=a.insecure, new_admin_key=a.new_admin_key,
                                            cert_lifetime=a.cert_hours * 3600, http_port=a.http_port,
                                            trace_retention=a.trace_hours * 3600,

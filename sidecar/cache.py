@@ -120,7 +120,7 @@ def result_cache(cache: ResultCache | None) -> Layer:
         flights: dict[bytes, asyncio.Future[tuple[bytes, Trailing] | None]] = {}
 
         async def handle(call: Call) -> Reply:
-            if not call.cache:
+            if not call.cache or call.stream is not None:  # a stream is never kept (nor whole)
                 return await inner(call)
             key = request_key(call)
             while True:

@@ -38,6 +38,7 @@ class SidecarConfig:
     concurrency: int = 1
     max_in_flight: int = 64
     max_payload: int = 10 * 1024 * 1024
+    max_stream: int = 64 * 1024 ** 3  # a streamed call's bytes, counted as they pass (limits.py)
     max_depth: int = 32
     can_call: tuple[str, ...] = ()
     callability: str = "public"
@@ -65,6 +66,7 @@ class SidecarConfig:
         p.add_argument("--concurrency", type=int, default=1)
         p.add_argument("--max-in-flight", type=int, default=64)
         p.add_argument("--max-payload", type=int, default=10 * 1024 * 1024, help="bytes")
+        p.add_argument("--max-stream", type=int, default=64 * 1024 ** 3, help="bytes in one streamed call")
         p.add_argument("--max-depth", type=int, default=32, help="algorithms in one pipeline")
         p.add_argument("--can-call", action="append", default=[], help="a glob it may pipe to (repeatable)")
         p.add_argument("--callability", choices=("public", "private"), default="public")

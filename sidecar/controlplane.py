@@ -68,6 +68,7 @@ class UpConfig:
     registry_url: str = ""        # default: sqlite in data_dir ($ALGOMESH_REGISTRY)
     health_interval: float = 1.0  # seconds between health probes of each instance
     max_payload: int = 10 * 1024 * 1024  # bytes in one unary call
+    max_stream: int = 64 * 1024 ** 3     # bytes in one streamed call, counted as they pass
     insecure: bool = False        # no API keys, no mesh certificates
     cert_lifetime: float = 24 * 3600.0  # seconds an instance's mesh certificate is valid
     trace_retention: float = 24 * 3600.0  # seconds spans are kept
@@ -148,13 +149,15 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
         k8s = dict(cfg.kubernetes)
         launcher = make_kubernetes_launcher(
             registry=registry, registry_address=str(k8s.pop("registry_address", "") or mesh_address),
-            artifacts=artifacts, failing=failing, max_payload=cfg.max_payload, issue=ca.issue if ca else None,
+            artifacts=artifacts, failing=failing, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
+            issue=ca.issue if ca else None,
             tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances, cache_mb=cfg.cache_mb, **k8s)
         await launcher.start()  # a previous run's pods go
     else:
         launcher = LocalLauncher(registry=registry, registry_address=mesh_address, artifacts=artifacts,
                                  socket_dir=socket_dir, log_dir=cfg.data_dir / "logs", failing=failing,
-                                 max_payload=cfg.max_payload, issue=ca.issue if ca else None,
+                                 max_payload=cfg.max_payload, max_stream=cfg.max_stream,
+                                 issue=ca.issue if ca else None,
                                  tracer=provider.get_tracer("algomesh"), max_total=cfg.max_instances,
                                  cache_mb=cfg.cache_mb, memory_reserve=None if cfg.memory_reserve_mb is None
                                  else cfg.memory_reserve_mb << 20)
@@ -199,7 +202,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     mesh_server.add_generic_rpc_handlers((registry_handler(mesh_servicer, only=MESH_METHODS),))
     metrics.registry.gauge("algomesh_instances", "Instances, by health state (the registry's view).",
                            ("algorithm", "version", "state"), collect=lambda: _instance_counts(view))
-    ingress = ingress_stack(router, max_payload=cfg.max_payload,
+    ingress = ingress_stack(router, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys),
                             tracer=provider.get_tracer("algomesh"), metrics=metrics)
     traces_pb2_grpc.add_TracesServicer_to_server(TracesServicer(traces, identify_client), server)

@@ -170,7 +170,7 @@ class KubernetesLauncher(Starts):
 
     def __init__(self, *, registry: Registry, artifacts: ArtifactStore, api: Any, settings: KubernetesSettings,
                  launch_timeout: float = 300.0, max_payload: int = 10 * 1024 * 1024,
-                 failing: Callable[[str], bool] = lambda _id: False,
+                 max_stream: int | None = None, failing: Callable[[str], bool] = lambda _id: False,
                  issue: Callable[[str], MeshCredentials] | None = None,
                  tracer: otel.Tracer | None = None,
                  on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
@@ -185,6 +185,7 @@ class KubernetesLauncher(Starts):
         self.settings = settings
         self.launch_timeout = launch_timeout
         self.max_payload = max_payload
+        self.max_stream = max_stream  # a streamed call's bytes (None: the sidecar's default)
         self.max_total = settings.max_total
         super().__init__(tracer=tracer, on_start=on_start)
         self._api = api
@@ -348,6 +349,7 @@ class KubernetesLauncher(Starts):
             "--concurrency", str(max(1, m.scaling.concurrency)),
             "--max-in-flight", str(max(m.scaling.max_in_flight, m.scaling.concurrency, 1)),
             "--max-payload", str(self.max_payload),
+            *(("--max-stream", str(self.max_stream)) if self.max_stream is not None else ()),
             "--callability", m.permissions.callability or "public",
             *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob)),
             *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ()),
@@ -781,7 +783,7 @@ def _unscheduled(pod: Any) -> str:
 
 def make_kubernetes_launcher(*, registry: Registry, registry_address: str, artifacts: ArtifactStore,
                              launch_timeout: float = 300.0, max_payload: int = 10 * 1024 * 1024,
-                             failing: Callable[[str], bool] = lambda _id: False,
+                             max_stream: int | None = None, failing: Callable[[str], bool] = lambda _id: False,
                              issue: Callable[[str], MeshCredentials] | None = None,
                              tracer: otel.Tracer | None = None,
                              on_start: Callable[[registry_pb2.VersionInfo], None] | None = None,
@@ -820,5 +822,6 @@ def make_kubernetes_launcher(*, registry: Registry, registry_address: str, artif
                                   service_account=service_account, image_pull_secrets=tuple(image_pull_secrets),
                                   max_total=max_total)
     return KubernetesLauncher(registry=registry, artifacts=artifacts, api=client.ApiClient(cfg), settings=settings,
-                              launch_timeout=launch_timeout, max_payload=max_payload, failing=failing, issue=issue,
+                              launch_timeout=launch_timeout, max_payload=max_payload, max_stream=max_stream,
+                              failing=failing, issue=issue,
                               tracer=tracer, on_start=on_start, cache_mb=cache_mb)

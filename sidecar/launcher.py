@@ -64,7 +64,7 @@ class LocalLauncher(Starts):
 
     def __init__(self, *, registry: Registry, registry_address: str, artifacts: ArtifactStore,
                  socket_dir: Path, log_dir: Path, launch_timeout: float = 300.0,
-                 max_payload: int = 10 * 1024 * 1024,
+                 max_payload: int = 10 * 1024 * 1024, max_stream: int | None = None,
                  failing: Callable[[str], bool] = lambda _id: False,
                  issue: Callable[[str], MeshCredentials] | None = None,
                  tracer: otel.Tracer | None = None,
@@ -82,6 +82,7 @@ class LocalLauncher(Starts):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.launch_timeout = launch_timeout
         self.max_payload = max_payload
+        self.max_stream = max_stream  # a streamed call's bytes (None: the sidecar's default)
         self._failing = failing  # instance id -> its health check is failing
         self._issue = issue      # identity -> a mesh certificate for it; None: --insecure
         self._children: dict[str, _Child] = {}
@@ -177,6 +178,7 @@ class LocalLauncher(Starts):
                "--concurrency", str(max(1, m.scaling.concurrency)),
                "--max-in-flight", str(max(m.scaling.max_in_flight, m.scaling.concurrency, 1)),
                "--max-payload", str(self.max_payload),
+               *(("--max-stream", str(self.max_stream)) if self.max_stream is not None else ()),
                "--callability", m.permissions.callability or "public",
                *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob)),
                *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ())]

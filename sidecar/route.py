@@ -11,7 +11,9 @@ stream breaks the last good view keeps serving.
 ``Router`` is the terminal handler of the outbound and ingress stacks: it picks one of the
 instances by the power of two choices on outstanding requests, keeps one channel per
 instance, never decodes the payload, and retries once on another instance when the one it
-picked turns out to be gone (the request never reached an algorithm).
+picked turns out to be gone (the request never reached an algorithm). A streamed call opens
+a stream-stream call to the instance and pumps its chunks both ways (streaming.py); it is
+retried only while nothing past its first chunk was sent.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from .deadline import remaining
 from .meshtls import MeshTransport
 from .stack import Call, Reply
+from .streaming import CALL_STREAM_METHOD, pump
 from .tracing import traceparent
 
 log = logging.getLogger("algomesh.route")
@@ -204,16 +207,16 @@ class Router:
         self.directory = directory
         self.transport = transport or MeshTransport(None)
         self._caller = ((_wire.CALLER_KEY, caller),) if caller else ()
-        self._channels: dict[str, tuple[grpc.aio.Channel, Callable]] = {}
+        self._channels: dict[str, tuple[grpc.aio.Channel, Callable, Callable]] = {}
         self._outstanding: dict[str, int] = {}
 
-    def _stub(self, address: str) -> Callable:
+    def _stub(self, address: str, streamed: bool = False) -> Callable:
         entry = self._channels.get(address)
         if entry is None:
             channel = self.transport.channel(address, options=_wire.CHANNEL_OPTIONS)
-            entry = (channel, channel.unary_unary(_wire.CALL_METHOD))
+            entry = (channel, channel.unary_unary(_wire.CALL_METHOD), channel.stream_stream(CALL_STREAM_METHOD))
             self._channels[address] = entry
-        return entry[1]
+        return entry[2] if streamed else entry[1]
 
     def _drop(self, address: str) -> None:
         self.directory.eject(address)
@@ -246,11 +249,15 @@ class Router:
                     metadata += ((_wire.KEY_OWNER_KEY, who.owner),)
                     if not who.pipelines:
                         metadata += ((_wire.NO_PIPELINES_KEY, "1"),)
-                rpc = self._stub(address)(call.body, metadata=metadata, timeout=remaining(call))
-                body = await rpc
+                if call.stream is None:
+                    rpc = self._stub(address)(call.body, metadata=metadata, timeout=remaining(call))
+                    body = await rpc
+                else:
+                    rpc, body = self._stub(address, streamed=True)(metadata=metadata, timeout=remaining(call)), b""
+                    await pump(rpc, call.stream)
                 trailing = await rpc.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
-                if attempt < 3 and _stale(exc):
+                if attempt < 3 and _stale(exc) and (call.stream is None or call.stream.rewind()):
                     self._drop(address)
                     continue
                 raise from_rpc_error(exc) from None
@@ -263,7 +270,7 @@ class Router:
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
-        for channel, _ in self._channels.values():
+        for channel, *_ in self._channels.values():
             await channel.close()
         self._channels.clear()
 

@@ -6,6 +6,11 @@ call in flight as RUNNER_CRASHED and restarted by the next call. A call that ove
 its deadline leaves its apply running inside the runner, so the runner is recycled as
 soon as no other call is using it (as Algorithmia kills a timed-out algorithm).
 
+A streamed call goes to ``StreamRunner/ApplyStream`` instead, its chunks pumped both ways
+(streaming.py). A runner that does not serve it answers UNIMPLEMENTED, reported as
+STREAMING_UNSUPPORTED. A stream the caller gives up on does not recycle the runner: the
+algorithm's next read or write of the stream fails, which ends its apply.
+
 ``external=True`` (the sidecar's ``--external-runner``, used in Kubernetes pods): the
 runner is another container that serves the socket itself; the supervisor connects to
 it instead of spawning a process. A crash is the socket going away: the connection
@@ -30,6 +35,7 @@ from .deadline import remaining
 from .procs import Child
 from .runtimes import RunnerSpec, start_runner
 from .stack import Call, Reply
+from .streaming import APPLY_STREAM_METHOD, pump
 
 log = logging.getLogger("algomesh.runner")
 
@@ -68,6 +74,7 @@ class RunnerProcess:
         self._proc: Child | None = None
         self._channel: grpc.aio.Channel | None = None
         self._apply = None
+        self._apply_stream = None
         self._ready = False
         self._lock = asyncio.Lock()
         self._in_flight = 0
@@ -151,6 +158,7 @@ class RunnerProcess:
             await self._stop_process()
             raise typed from None
         self._apply = self._channel.unary_unary(APPLY_METHOD)
+        self._apply_stream = self._channel.stream_stream(APPLY_STREAM_METHOD)
         self._ready = True
         if self.external:
             self._watch = asyncio.ensure_future(self._watch_connection(self._channel))
@@ -167,7 +175,7 @@ class RunnerProcess:
 
     async def _stop_process(self) -> None:
         self._ready = False
-        self._apply = None
+        self._apply = self._apply_stream = None
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
@@ -191,18 +199,22 @@ class RunnerProcess:
 
     async def __call__(self, call: Call) -> Reply:
         await self._ensure()
-        proc, apply = self._proc, self._apply
+        proc, apply, apply_stream = self._proc, self._apply, self._apply_stream
         self._in_flight += 1
         try:
             metadata = ((_wire.CALL_KEY, call.token),) if call.token else ()
             if call.traceparent:  # the apply span's: the algorithm's pipes carry it back out
                 metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
+            if call.stream is not None:
+                await pump(apply_stream(timeout=remaining(call), metadata=metadata or None), call.stream)
+                return Reply(b"", self._trailing)
             rpc = apply(call.body, timeout=remaining(call), metadata=metadata or None)
             return Reply(await rpc, self._trailing)
         except grpc.aio.AioRpcError as exc:
-            raise await self._failure(exc, proc) from None
+            raise await self._failure(exc, proc, streamed=call.stream is not None) from None
         except asyncio.CancelledError:
-            self._recycle = True  # the caller gave up; its apply may still be running
+            if call.stream is None:
+                self._recycle = True  # the caller gave up; its apply may still be running
             raise
         finally:
             self._in_flight -= 1
@@ -210,8 +222,12 @@ class RunnerProcess:
                 self._recycle = False
                 asyncio.ensure_future(self.stop())
 
-    async def _failure(self, exc: grpc.aio.AioRpcError, proc: Child | None) -> AlgomeshError:
+    async def _failure(self, exc: grpc.aio.AioRpcError, proc: Child | None, streamed: bool = False) -> AlgomeshError:
         code = exc.code()
+        if streamed and code == grpc.StatusCode.UNIMPLEMENTED:
+            return error("STREAMING_UNSUPPORTED", f"{self.algorithm} {self.version} runs on the {self.runtime} "
+                         "runner, which does not take streamed calls (StreamRunner)",
+                         algorithm=self.algorithm, version=self.version, runtime=self.runtime)
         if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             self._recycle = True
             return error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",

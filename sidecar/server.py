@@ -17,6 +17,7 @@ from algomesh.v1 import mesh_pb2
 from .meshtls import CONTROL_PLANE
 from .rescue import abort
 from .stack import Call, Handler
+from .streaming import Chunks
 
 MESH_SERVICE = mesh_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
 
@@ -30,6 +31,7 @@ SERVER_OPTIONS = (
 def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
                  peer: Callable[[grpc.aio.ServicerContext], str | None] | None = None) -> grpc.GenericRpcHandler:
     """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
+    ``Mesh/CallStream`` too: the same metadata and stack, chunks in and out (streaming.py).
 
     ``surface`` says who is on the other end, and so which headers are believed:
     ``ingress`` (clients: the target and their API key), ``outbound`` (this sidecar's own
@@ -47,7 +49,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
 
     ingress = surface == "ingress"
 
-    async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def call(body: bytes, context: grpc.aio.ServicerContext, stream: Chunks | None = None) -> bytes:
         target = token = path = caller = credential = key_owner = traceparent = ""
         pipelines, credentials, cache = True, 0, True
         for key, value in context.invocation_metadata() or ():
@@ -91,7 +93,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
             reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
                                      token=token, path=tuple(path.split(",")) if path else (),
-                                     credential=credential, traceparent=traceparent, cache=cache,
+                                     credential=credential, traceparent=traceparent, cache=cache, stream=stream,
                                      principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
         except AlgomeshError as exc:
             await abort(context, exc)
@@ -100,8 +102,12 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             context.set_trailing_metadata(reply.trailing)
         return reply.body
 
+    async def call_stream(requests, context: grpc.aio.ServicerContext) -> None:
+        await call(b"", context, Chunks(requests.__aiter__(), context.write))
+
     return grpc.method_handlers_generic_handler(
-        MESH_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(call)}
+        MESH_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(call),
+                       "CallStream": grpc.stream_stream_rpc_method_handler(call_stream)}
     )
 
 

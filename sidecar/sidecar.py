@@ -70,7 +70,8 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
 
     inbound, inbound_health = new_server([MESH_SERVICE])
     inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
-        runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_in_flight=cfg.max_in_flight,
+        runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
+        max_in_flight=cfg.max_in_flight,
         permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer,
         metrics=metrics, cache=cache),
         surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
@@ -79,7 +80,8 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
-        router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_depth=cfg.max_depth,
+        router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
+        max_depth=cfg.max_depth,
         permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer, metrics=metrics), surface="outbound"),))
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 

@@ -12,6 +12,11 @@ first listed is the outermost, and each stack below reads top-down in one place:
     ingress   rescue -> measure -> authenticate -> trace -> deadline -> payload_limit -> route
               (clients -> the mesh)
 
+A streamed call (Mesh/CallStream) is the same ``Call`` with ``stream`` set and an empty
+body, through the same stacks: its chunks pass through the terminal handler while every
+layer around it waits, so each layer sees the whole stream as one call (streaming.py).
+``payload_limit`` counts a stream's bytes as they pass instead; the result cache skips it.
+
 The result cache (cache.py, deterministic algorithms only) sits in the callee's inbound
 stack, so every caller shares it and a hit still passes the permission and limit layers.
 The body is the serialized CallRequest; no layer decodes it.
@@ -26,6 +31,8 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 if TYPE_CHECKING:
     from algomesh.registry.keys import Principal
 
+    from .streaming import Chunks
+
 
 @dataclass(slots=True)
 class Call:
@@ -39,11 +46,12 @@ class Call:
     principal: "Principal | None" = None           # the client (API key) the call runs for, if known
     traceparent: str = ""                          # W3C trace context: the parent, then each span's own
     cache: bool = True                             # False: algomesh-cache: off, bypass result caches
+    stream: "Chunks | None" = None                 # a streamed call: its chunks both ways (body is b"")
 
 
 @dataclass(slots=True)
 class Reply:
-    body: bytes                                    # serialized CallResponse
+    body: bytes                                    # serialized CallResponse (b"" for a stream: sent as chunks)
     trailing: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -60,7 +68,7 @@ def build(layers: Sequence[Layer], terminal: Handler) -> Handler:
 
 
 def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_in_flight: int,
-                  permit: Layer, tracer, metrics, cache=None) -> Handler:
+                  permit: Layer, tracer, metrics, cache=None, max_stream: int | None = None) -> Handler:
     from .cache import result_cache
     from .deadline import deadline
     from .limits import load_shed, payload_limit
@@ -76,13 +84,13 @@ def inbound_stack(runner: Handler, *, contexts, me: str, max_payload: int, max_i
 
     return build([rescue, measured(metrics, "inbound", me),
                   traced(tracer, SpanKind.SERVER, lambda _c: me, attributes), deadline, permit,
-                  payload_limit(max_payload), result_cache(cache), load_shed(max_in_flight),
+                  payload_limit(max_payload, max_stream), result_cache(cache), load_shed(max_in_flight),
                   traced(tracer, SpanKind.INTERNAL, lambda _c: f"apply {me}", lambda _c: {}),
                   track(contexts, me)], runner)
 
 
 def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_depth: int,
-                   permit: Layer, tracer, metrics) -> Handler:
+                   permit: Layer, tracer, metrics, max_stream: int | None = None) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .lineage import lineage
@@ -96,10 +104,11 @@ def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_d
 
     return build([rescue, measured(metrics, "outbound"), permit, lineage(contexts, me, max_depth),
                   traced(tracer, SpanKind.CLIENT, lambda c: f"pipe {c.target}", attributes, current=True),
-                  deadline, payload_limit(max_payload)], route)
+                  deadline, payload_limit(max_payload, max_stream)], route)
 
 
-def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer, metrics) -> Handler:
+def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer, metrics,
+                  max_stream: int | None = None) -> Handler:
     from .deadline import deadline
     from .limits import payload_limit
     from .measure import measured
@@ -116,4 +125,4 @@ def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, trac
     return build([rescue, measured(metrics, "ingress"), authenticate,
                   traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True,
                          current=True),
-                  deadline, payload_limit(max_payload)], route)
+                  deadline, payload_limit(max_payload, max_stream)], route)

@@ -17,8 +17,8 @@ only forwards the header.
 Attributes: ``algomesh.algorithm``, ``algomesh.version`` (resolved), ``algomesh.caller``,
 ``algomesh.key_owner`` (the client's key's owner, never the key), ``algomesh.cold_start``,
 ``algomesh.cache_hit`` (answered from the callee's result cache, docs/caching.md),
-``algomesh.request_bytes``, ``algomesh.response_bytes``, ``algomesh.error_reason``. Never
-payloads or keys.
+``algomesh.request_bytes``, ``algomesh.response_bytes``, ``algomesh.error_reason``,
+``algomesh.stream`` (a streamed call; its sizes are the bytes that passed). Never payloads or keys.
 
 Export (``tracer_provider``): the control plane keeps every span itself (SQLite, see
 traces.py); sidecars send theirs there over OTLP on the mesh port (mTLS). When the standard
@@ -103,7 +103,11 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
                 if token is not None:
                     context_api.detach(token)
             if span.is_recording():
-                span.set_attribute("algomesh.response_bytes", len(reply.body))
+                if call.stream is not None:  # a stream's sizes are known at its end (streaming.py)
+                    span.set_attributes({"algomesh.stream": True, "algomesh.request_bytes": call.stream.received,
+                                         "algomesh.response_bytes": call.stream.sent})
+                else:
+                    span.set_attribute("algomesh.response_bytes", len(reply.body))
                 for key, value in reply.trailing:
                     if key == _wire.VERSION_KEY:
                         span.set_attribute("algomesh.version", value)

@@ -1,8 +1,15 @@
-"""The Python runner process (``python -m algomesh.runners.python``)."""
+"""The Python runner process (``python -m algomesh.runners.python``).
+
+It serves ``Runner`` (Load, Apply) and ``StreamRunner`` (ApplyStream): called with a
+stream, ``apply`` receives an ``algomesh.Stream`` (read as a file or chunk by chunk) and
+may return bytes, str, a JSON value, or an iterator of bytes or str (a generator, another
+call's ``StreamResponse``), which streams back chunk by chunk (docs/streaming.md).
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import importlib.util
@@ -17,14 +24,15 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from algomesh._context import CALL_CONTEXT, forwarded
 from algomesh._errors import AlgomeshError, error, to_status
-from algomesh._payload import decode, encode
+from algomesh._payload import BINARY, TEXT, Payload, content_type_name, decode, encode
+from algomesh._stream import CHUNK_BYTES, Stream
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
 
@@ -97,7 +105,7 @@ class Algorithm:
         params = [p for p in inspect.signature(apply).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self.takes_state = len(params) >= 2
-        self.is_async = inspect.iscoroutinefunction(apply)
+        self.is_async = inspect.iscoroutinefunction(apply) or inspect.isasyncgenfunction(apply)
         return time.perf_counter() - t0
 
 
@@ -111,6 +119,130 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 RUNNER_SERVICE = runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name
+STREAM_SERVICE = runner_pb2.DESCRIPTOR.services_by_name["StreamRunner"].full_name
+
+
+def _chunk(raw: bytes) -> payload_pb2.CallChunk:
+    try:
+        return payload_pb2.CallChunk.FromString(raw)
+    except DecodeError:
+        raise error("INVALID_INPUT", "a stream chunk is not an algomesh.v1.CallChunk") from None
+
+
+def _piece(item: Any) -> tuple[bytes, int]:
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item), BINARY
+    if isinstance(item, str):
+        return item.encode("utf-8"), TEXT
+    raise TypeError(f"apply() streamed a {type(item).__name__}; stream bytes or str")
+
+
+def _output(out: Any):
+    """What apply returned, as (bytes, content type) pieces: a value is one payload (as a
+    unary call encodes it), an iterator streams piece by piece."""
+    if isinstance(out, (Stream,)) or (callable(getattr(out, "chunks", None)) and hasattr(out, "content_type")):
+        kind = None
+        for data in out.chunks():
+            kind = kind or {"text": TEXT, "json": payload_pb2.CONTENT_TYPE_JSON}.get(out.content_type or "", BINARY)
+            yield data, kind
+        if kind is None:  # an empty answer passed on
+            yield b"", {"text": TEXT, "json": payload_pb2.CONTENT_TYPE_JSON}.get(out.content_type or "", BINARY)
+        return
+    if isinstance(out, (bytes, bytearray, memoryview, str, Payload, dict, list, tuple, int, float, bool)) or out is None \
+            or not isinstance(out, (Iterator, Iterable)):
+        try:
+            payload = encode(out)
+        except AlgomeshError as exc:
+            raise TypeError(f"apply() returned a value that cannot be sent: {exc.message}") from None
+        yield payload.data, payload.content_type
+        return
+    for item in out:
+        yield _piece(item)
+
+
+class _StreamCall:
+    """One ApplyStream as the algorithm's thread sees it: the request's data chunk by chunk
+    (``pull``, blocking; ``apull`` in an async apply) and ``send`` for the answer, both
+    one chunk at a time over the runner's event loop, so nothing queues. Once the call is
+    over (answered, failed, cancelled) both raise, which ends an apply still at work."""
+
+    def __init__(self, requests: Any, context: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._requests = requests.__aiter__()
+        self._context = context
+        self._loop = loop
+        self._first: bytes | None = None
+        self.kind: int | None = None   # the answer's content type, once its first chunk went
+        self._started = False          # its first chunk (which names the content type) went
+        self.closed = False
+        self._waiting: set[concurrent.futures.Future] = set()
+
+    async def head(self) -> payload_pb2.CallChunk:
+        raw = await anext(self._requests, None)
+        if raw is None:
+            raise error("INVALID_INPUT", "an empty stream: the first chunk names the content type")
+        head = _chunk(raw)
+        self._first = head.data
+        return head
+
+    async def apull(self) -> bytes | None:
+        if self.closed:
+            raise RuntimeError("the streamed call is over")
+        if self._first is not None:
+            data, self._first = self._first, None
+            return data
+        raw = await anext(self._requests, None)
+        return None if raw is None else _chunk(raw).data
+
+    async def send(self, data: bytes, kind: int) -> None:
+        if self.closed:
+            raise RuntimeError("the streamed call is over")
+        if self.kind is None:
+            self.kind = kind
+        elif kind != self.kind:
+            raise TypeError(f"apply() streamed {content_type_name(kind)} after {content_type_name(self.kind)}; "
+                            "stream one kind")
+        view = memoryview(data)
+        for i in range(0, max(len(view), 1), CHUNK_BYTES):
+            part = bytes(view[i:i + CHUNK_BYTES])
+            if not self._started:
+                self._started = True
+                await self._context.write(payload_pb2.CallChunk(content_type=kind, data=part).SerializeToString())
+            elif part:
+                await self._context.write(payload_pb2.CallChunk(data=part).SerializeToString())
+
+    async def finish(self, printed: str, duration: float) -> None:
+        last = payload_pb2.CallChunk(stdout=printed, duration=duration)
+        if not self._started:
+            last.content_type = BINARY
+        await self._context.write(last.SerializeToString())
+
+    def _blocking(self, coro: Any) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            coro.close()
+            raise RuntimeError("an async apply reads its stream with `async for chunk in stream`")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._waiting.add(fut)
+        try:
+            return fut.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the streamed call is over") from None
+        finally:
+            self._waiting.discard(fut)
+
+    def pull(self) -> bytes | None:
+        return self._blocking(self.apull())
+
+    def send_blocking(self, data: bytes, kind: int) -> None:
+        self._blocking(self.send(data, kind))
+
+    def close(self) -> None:
+        self.closed = True
+        for fut in list(self._waiting):
+            fut.cancel()
 
 
 class RunnerServicer:
@@ -164,6 +296,58 @@ class RunnerServicer:
         except AlgomeshError as exc:
             await context.abort(*to_status(exc))
 
+    async def ApplyStream(self, requests, context) -> None:
+        """A streamed call: the request's chunks feed an ``algomesh.Stream``, the answer
+        goes back chunk by chunk as apply produces it, stdout and duration last."""
+        session = _StreamCall(requests, context, asyncio.get_running_loop())
+        try:
+            if not self._loaded:
+                raise error("INTERNAL", "ApplyStream before Load")
+            head = await session.head()
+            stream = Stream(session.pull, content_type_name(head.content_type), apull=session.apull)
+            token = forwarded(context.invocation_metadata())
+            t0 = time.perf_counter()
+            if self.algorithm.is_async:
+                printed = await self._stream_async(stream, head.capture_stdout, token, session)
+            else:
+                printed = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, self._stream_sync, stream, head.capture_stdout, token, session)
+            await session.finish(printed, time.perf_counter() - t0)
+        except AlgomeshError as exc:
+            await context.abort(*to_status(exc))
+        finally:
+            session.close()
+
+    def _stream_sync(self, stream: Stream, capture: bool, token: tuple, session: _StreamCall) -> str:
+        marker = CALL_CONTEXT.set(token)
+        try:
+            with self.stdout.capture(capture) as buf:
+                try:
+                    for data, kind in _output(self.algorithm.apply(*self._args(stream))):
+                        session.send_blocking(data, kind)  # a generator's body runs here, in the call's context
+                except Exception as exc:
+                    raise _algorithm_error(exc, buf) from None
+            return buf.getvalue() if buf is not None else ""
+        finally:
+            CALL_CONTEXT.reset(marker)
+
+    async def _stream_async(self, stream: Stream, capture: bool, token: tuple, session: _StreamCall) -> str:
+        CALL_CONTEXT.set(token)  # this task's own context
+        with self.stdout.capture(capture) as buf:
+            try:
+                out = self.algorithm.apply(*self._args(stream))
+                if inspect.isawaitable(out):
+                    out = await out
+                if hasattr(out, "__aiter__"):
+                    async for item in out:
+                        await session.send(*_piece(item))
+                else:
+                    for data, kind in _output(out):
+                        await session.send(data, kind)
+            except Exception as exc:
+                raise _algorithm_error(exc, buf) from None
+        return buf.getvalue() if buf is not None else ""
+
     def _args(self, value: Any) -> tuple:
         return (value, self.algorithm.state) if self.algorithm.takes_state else (value,)
 
@@ -205,14 +389,16 @@ async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> N
     stdout = _CapturingStdout(sys.stdout)
     sys.stdout = stdout  # type: ignore[assignment]
     algorithm = Algorithm(path, entrypoint)
-    server, health = new_server([RUNNER_SERVICE])
+    server, health = new_server([RUNNER_SERVICE, STREAM_SERVICE])
     servicer = RunnerServicer(algorithm, concurrency, stdout)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(RUNNER_SERVICE, {
         "Load": grpc.unary_unary_rpc_method_handler(
             servicer.Load, request_deserializer=runner_pb2.LoadRequest.FromString,
             response_serializer=runner_pb2.LoadResponse.SerializeToString),
         "Apply": grpc.unary_unary_rpc_method_handler(servicer.Apply),  # bytes in, bytes out
-    }),))
+    }), grpc.method_handlers_generic_handler(STREAM_SERVICE, {
+        "ApplyStream": grpc.stream_stream_rpc_method_handler(servicer.ApplyStream),  # chunks, undecoded by gRPC
+    })))
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
     await health.serving()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from algomesh.v1 import payload_pb2 as algomesh_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61lgomesh/v1/mesh.proto\x12\x0b\x61lgomesh.v1\x1a\x19\x61lgomesh/v1/payload.proto2C\n\x04Mesh\x12;\n\x04\x43\x61ll\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponseB<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61lgomesh/v1/mesh.proto\x12\x0b\x61lgomesh.v1\x1a\x19\x61lgomesh/v1/payload.proto2\x85\x01\n\x04Mesh\x12;\n\x04\x43\x61ll\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponse\x12@\n\nCallStream\x12\x16.algomesh.v1.CallChunk\x1a\x16.algomesh.v1.CallChunk(\x01\x30\x01\x42<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,6 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'algomesh.v1.mesh_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.algomesh.v1P\001Z\'algomesh.dev/gen/algomesh/v1;algomeshv1'
-  _globals['_MESH']._serialized_start=66
-  _globals['_MESH']._serialized_end=133
+  _globals['_MESH']._serialized_start=67
+  _globals['_MESH']._serialized_end=200
 # @@protoc_insertion_point(module_scope)

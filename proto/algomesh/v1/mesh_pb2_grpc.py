@@ -39,6 +39,11 @@ class MeshStub:
                 request_serializer=algomesh_dot_v1_dot_payload__pb2.CallRequest.SerializeToString,
                 response_deserializer=algomesh_dot_v1_dot_payload__pb2.CallResponse.FromString,
                 _registered_method=True)
+        self.CallStream = channel.stream_stream(
+                '/algomesh.v1.Mesh/CallStream',
+                request_serializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
+                _registered_method=True)
 
 
 class MeshServicer:
@@ -46,9 +51,16 @@ class MeshServicer:
 
     def Call(self, request, context):
         """Call one algorithm with one payload.
-        Room for the streaming form (payloads larger than one message):
-        rpc CallStream(stream CallChunk) returns (stream CallChunk);
-        Method name and field numbers below 16 of CallChunk are reserved for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallStream(self, request_iterator, context):
+        """Call one algorithm with a payload streamed in chunks, and stream its answer back
+        (payloads larger than one message, at bounded memory per hop). Same metadata as
+        Call; trailing metadata and errors come at the end of the response stream, and an
+        error may end it after some chunks (docs/streaming.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +73,11 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.Call,
                     request_deserializer=algomesh_dot_v1_dot_payload__pb2.CallRequest.FromString,
                     response_serializer=algomesh_dot_v1_dot_payload__pb2.CallResponse.SerializeToString,
+            ),
+            'CallStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
+                    response_serializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class Mesh:
             '/algomesh.v1.Mesh/Call',
             algomesh_dot_v1_dot_payload__pb2.CallRequest.SerializeToString,
             algomesh_dot_v1_dot_payload__pb2.CallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/algomesh.v1.Mesh/CallStream',
+            algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
+            algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61lgomesh/v1/payload.proto\x12\x0b\x61lgomesh.v1\"G\n\x07Payload\x12.\n\x0c\x63ontent_type\x18\x01 \x01(\x0e\x32\x18.algomesh.v1.ContentType\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"J\n\x0b\x43\x61llRequest\x12#\n\x05input\x18\x01 \x01(\x0b\x32\x14.algomesh.v1.Payload\x12\x16\n\x0e\x63\x61pture_stdout\x18\x02 \x01(\x08\"V\n\x0c\x43\x61llResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.algomesh.v1.Payload\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x10\n\x08\x64uration\x18\x03 \x01(\x01*\x8d\x01\n\x0b\x43ontentType\x12\x1c\n\x18\x43ONTENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_TYPE_JSON\x10\x01\x12\x15\n\x11\x43ONTENT_TYPE_TEXT\x10\x02\x12\x17\n\x13\x43ONTENT_TYPE_BINARY\x10\x03\x12\x19\n\x15\x43ONTENT_TYPE_DATA_REF\x10\x04\x42<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61lgomesh/v1/payload.proto\x12\x0b\x61lgomesh.v1\"G\n\x07Payload\x12.\n\x0c\x63ontent_type\x18\x01 \x01(\x0e\x32\x18.algomesh.v1.ContentType\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"J\n\x0b\x43\x61llRequest\x12#\n\x05input\x18\x01 \x01(\x0b\x32\x14.algomesh.v1.Payload\x12\x16\n\x0e\x63\x61pture_stdout\x18\x02 \x01(\x08\"V\n\x0c\x43\x61llResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.algomesh.v1.Payload\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x10\n\x08\x64uration\x18\x03 \x01(\x01\"\x83\x01\n\tCallChunk\x12.\n\x0c\x63ontent_type\x18\x01 \x01(\x0e\x32\x18.algomesh.v1.ContentType\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x16\n\x0e\x63\x61pture_stdout\x18\x03 \x01(\x08\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x10\n\x08\x64uration\x18\x05 \x01(\x01*\x8d\x01\n\x0b\x43ontentType\x12\x1c\n\x18\x43ONTENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_TYPE_JSON\x10\x01\x12\x15\n\x11\x43ONTENT_TYPE_TEXT\x10\x02\x12\x17\n\x13\x43ONTENT_TYPE_BINARY\x10\x03\x12\x19\n\x15\x43ONTENT_TYPE_DATA_REF\x10\x04\x42<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'algomesh.v1.payload_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.algomesh.v1P\001Z\'algomesh.dev/gen/algomesh/v1;algomeshv1'
-  _globals['_CONTENTTYPE']._serialized_start=280
-  _globals['_CONTENTTYPE']._serialized_end=421
+  _globals['_CONTENTTYPE']._serialized_start=414
+  _globals['_CONTENTTYPE']._serialized_end=555
   _globals['_PAYLOAD']._serialized_start=42
   _globals['_PAYLOAD']._serialized_end=113
   _globals['_CALLREQUEST']._serialized_start=115
   _globals['_CALLREQUEST']._serialized_end=189
   _globals['_CALLRESPONSE']._serialized_start=191
   _globals['_CALLRESPONSE']._serialized_end=277
+  _globals['_CALLCHUNK']._serialized_start=280
+  _globals['_CALLCHUNK']._serialized_end=411
 # @@protoc_insertion_point(module_scope)

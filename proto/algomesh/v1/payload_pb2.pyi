@@ -44,3 +44,17 @@ class CallResponse(_message.Message):
     stdout: str
     duration: float
     def __init__(self, output: _Optional[_Union[Payload, _Mapping]] = ..., stdout: _Optional[str] = ..., duration: _Optional[float] = ...) -> None: ...
+
+class CallChunk(_message.Message):
+    __slots__ = ("content_type", "data", "capture_stdout", "stdout", "duration")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    content_type: ContentType
+    data: bytes
+    capture_stdout: bool
+    stdout: str
+    duration: float
+    def __init__(self, content_type: _Optional[_Union[ContentType, str]] = ..., data: _Optional[bytes] = ..., capture_stdout: _Optional[bool] = ..., stdout: _Optional[str] = ..., duration: _Optional[float] = ...) -> None: ...

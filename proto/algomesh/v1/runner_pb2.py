@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from algomesh.v1 import payload_pb2 as algomesh_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61lgomesh/v1/runner.proto\x12\x0b\x61lgomesh.v1\x1a\x19\x61lgomesh/v1/payload.proto\"1\n\x0bLoadRequest\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0cLoadResponse\x12\x10\n\x08\x64uration\x18\x01 \x01(\x01\x12\x0f\n\x07runtime\x18\x02 \x01(\t2\x83\x01\n\x06Runner\x12;\n\x04Load\x12\x18.algomesh.v1.LoadRequest\x1a\x19.algomesh.v1.LoadResponse\x12<\n\x05\x41pply\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponseB<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61lgomesh/v1/runner.proto\x12\x0b\x61lgomesh.v1\x1a\x19\x61lgomesh/v1/payload.proto\"1\n\x0bLoadRequest\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0cLoadResponse\x12\x10\n\x08\x64uration\x18\x01 \x01(\x01\x12\x0f\n\x07runtime\x18\x02 \x01(\t2\x83\x01\n\x06Runner\x12;\n\x04Load\x12\x18.algomesh.v1.LoadRequest\x1a\x19.algomesh.v1.LoadResponse\x12<\n\x05\x41pply\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponse2Q\n\x0cStreamRunner\x12\x41\n\x0b\x41pplyStream\x12\x16.algomesh.v1.CallChunk\x1a\x16.algomesh.v1.CallChunk(\x01\x30\x01\x42<\n\x0f\x64\x65v.algomesh.v1P\x01Z\'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADRESPONSE']._serialized_end=168
   _globals['_RUNNER']._serialized_start=171
   _globals['_RUNNER']._serialized_end=302
+  _globals['_STREAMRUNNER']._serialized_start=304
+  _globals['_STREAMRUNNER']._serialized_end=385
 # @@protoc_insertion_point(module_scope)

@@ -142,3 +142,90 @@ class Runner:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StreamRunnerStub:
+    """The streaming side of the runner contract, a service of its own so that a runner
+    that implements only Runner keeps compiling. A runner without it answers
+    UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+    Runner.Load, with the same request metadata as Apply.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ApplyStream = channel.stream_stream(
+                '/algomesh.v1.StreamRunner/ApplyStream',
+                request_serializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
+                response_deserializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
+                _registered_method=True)
+
+
+class StreamRunnerServicer:
+    """The streaming side of the runner contract, a service of its own so that a runner
+    that implements only Runner keeps compiling. A runner without it answers
+    UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+    Runner.Load, with the same request metadata as Apply.
+    """
+
+    def ApplyStream(self, request_iterator, context):
+        """Run apply once on a streamed input; stream its output back. The first request
+        chunk carries content_type and capture_stdout, the last response chunk stdout and
+        duration (docs/streaming.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StreamRunnerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ApplyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ApplyStream,
+                    request_deserializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
+                    response_serializer=algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'algomesh.v1.StreamRunner', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('algomesh.v1.StreamRunner', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StreamRunner:
+    """The streaming side of the runner contract, a service of its own so that a runner
+    that implements only Runner keeps compiling. A runner without it answers
+    UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+    Runner.Load, with the same request metadata as Apply.
+    """
+
+    @staticmethod
+    def ApplyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/algomesh.v1.StreamRunner/ApplyStream',
+            algomesh_dot_v1_dot_payload__pb2.CallChunk.SerializeToString,
+            algomesh_dot_v1_dot_payload__pb2.CallChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

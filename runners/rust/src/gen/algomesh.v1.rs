@@ -28,6 +28,29 @@ pub struct CallResponse {
     #[prost(double, tag = "3")]
     pub duration: f64,
 }
+/// One message of a streamed call (Mesh.CallStream, StreamRunner.ApplyStream), in either
+/// direction. The payload's bytes are the concatenation of every chunk's data; a sidecar
+/// forwards each serialized chunk untouched and never joins them (docs/streaming.md).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CallChunk {
+    /// First chunk of each direction: how to read the whole payload's bytes.
+    #[prost(enumeration = "ContentType", tag = "1")]
+    pub content_type: i32,
+    /// The next bytes of the payload (any length, may be empty; at most the transport's
+    /// message size).
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+    /// First request chunk: return what the algorithm printed, in the last response chunk.
+    #[prost(bool, tag = "3")]
+    pub capture_stdout: bool,
+    /// Last response chunk: what the algorithm printed (when asked), and the seconds
+    /// spent inside its apply.
+    #[prost(string, tag = "4")]
+    pub stdout: ::prost::alloc::string::String,
+    #[prost(double, tag = "5")]
+    pub duration: f64,
+}
 /// How the bytes of a payload are to be read (Algorithmia's three types).
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -168,6 +191,34 @@ pub mod mesh_client {
             req.extensions_mut().insert(GrpcMethod::new("algomesh.v1.Mesh", "Call"));
             self.inner.unary(req, path, codec).await
         }
+        /// Call one algorithm with a payload streamed in chunks, and stream its answer back
+        /// (payloads larger than one message, at bounded memory per hop). Same metadata as
+        /// Call; trailing metadata and errors come at the end of the response stream, and an
+        /// error may end it after some chunks (docs/streaming.md).
+        pub async fn call_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::CallChunk>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::CallChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::AlgomeshCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/algomesh.v1.Mesh/CallStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("algomesh.v1.Mesh", "CallStream"));
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -188,6 +239,20 @@ pub mod mesh_server {
             &self,
             request: tonic::Request<super::CallRequest>,
         ) -> std::result::Result<tonic::Response<super::CallResponse>, tonic::Status>;
+        /// Server streaming response type for the CallStream method.
+        type CallStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::CallChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Call one algorithm with a payload streamed in chunks, and stream its answer back
+        /// (payloads larger than one message, at bounded memory per hop). Same metadata as
+        /// Call; trailing metadata and errors come at the end of the response stream, and an
+        /// error may end it after some chunks (docs/streaming.md).
+        async fn call_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::CallChunk>>,
+        ) -> std::result::Result<tonic::Response<Self::CallStreamStream>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct MeshServer<T> {
@@ -304,6 +369,50 @@ pub mod mesh_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/algomesh.v1.Mesh/CallStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct CallStreamSvc<T: Mesh>(pub Arc<T>);
+                    impl<T: Mesh> tonic::server::StreamingService<super::CallChunk>
+                    for CallStreamSvc<T> {
+                        type Response = super::CallChunk;
+                        type ResponseStream = T::CallStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::CallChunk>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Mesh>::call_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CallStreamSvc(inner);
+                        let codec = crate::codec::AlgomeshCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
@@ -713,6 +822,315 @@ pub mod runner_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "algomesh.v1.Runner";
     impl<T> tonic::server::NamedService for RunnerServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod stream_runner_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// The streaming side of the runner contract, a service of its own so that a runner
+    /// that implements only Runner keeps compiling. A runner without it answers
+    /// UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+    /// Runner.Load, with the same request metadata as Apply.
+    #[derive(Debug, Clone)]
+    pub struct StreamRunnerClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> StreamRunnerClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> StreamRunnerClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            StreamRunnerClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Run apply once on a streamed input; stream its output back. The first request
+        /// chunk carries content_type and capture_stdout, the last response chunk stdout and
+        /// duration (docs/streaming.md).
+        pub async fn apply_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::CallChunk>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::CallChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::AlgomeshCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/algomesh.v1.StreamRunner/ApplyStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("algomesh.v1.StreamRunner", "ApplyStream"));
+            self.inner.streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod stream_runner_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with StreamRunnerServer.
+    #[async_trait]
+    pub trait StreamRunner: std::marker::Send + std::marker::Sync + 'static {
+        /// Server streaming response type for the ApplyStream method.
+        type ApplyStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::CallChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Run apply once on a streamed input; stream its output back. The first request
+        /// chunk carries content_type and capture_stdout, the last response chunk stdout and
+        /// duration (docs/streaming.md).
+        async fn apply_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::CallChunk>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::ApplyStreamStream>,
+            tonic::Status,
+        >;
+    }
+    /// The streaming side of the runner contract, a service of its own so that a runner
+    /// that implements only Runner keeps compiling. A runner without it answers
+    /// UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+    /// Runner.Load, with the same request metadata as Apply.
+    #[derive(Debug)]
+    pub struct StreamRunnerServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> StreamRunnerServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for StreamRunnerServer<T>
+    where
+        T: StreamRunner,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/algomesh.v1.StreamRunner/ApplyStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplyStreamSvc<T: StreamRunner>(pub Arc<T>);
+                    impl<
+                        T: StreamRunner,
+                    > tonic::server::StreamingService<super::CallChunk>
+                    for ApplyStreamSvc<T> {
+                        type Response = super::CallChunk;
+                        type ResponseStream = T::ApplyStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::CallChunk>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StreamRunner>::apply_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplyStreamSvc(inner);
+                        let codec = crate::codec::AlgomeshCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for StreamRunnerServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "algomesh.v1.StreamRunner";
+    impl<T> tonic::server::NamedService for StreamRunnerServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

@@ -38,20 +38,25 @@ var File_algomesh_v1_mesh_proto protoreflect.FileDescriptor
 
 const file_algomesh_v1_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x16algomesh/v1/mesh.proto\x12\valgomesh.v1\x1a\x19algomesh/v1/payload.proto2C\n" +
+	"\x16algomesh/v1/mesh.proto\x12\valgomesh.v1\x1a\x19algomesh/v1/payload.proto2\x85\x01\n" +
 	"\x04Mesh\x12;\n" +
-	"\x04Call\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponseB<\n" +
+	"\x04Call\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponse\x12@\n" +
+	"\n" +
+	"CallStream\x12\x16.algomesh.v1.CallChunk\x1a\x16.algomesh.v1.CallChunk(\x010\x01B<\n" +
 	"\x0fdev.algomesh.v1P\x01Z'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3"
 
 var file_algomesh_v1_mesh_proto_goTypes = []any{
 	(*CallRequest)(nil),  // 0: algomesh.v1.CallRequest
-	(*CallResponse)(nil), // 1: algomesh.v1.CallResponse
+	(*CallChunk)(nil),    // 1: algomesh.v1.CallChunk
+	(*CallResponse)(nil), // 2: algomesh.v1.CallResponse
 }
 var file_algomesh_v1_mesh_proto_depIdxs = []int32{
 	0, // 0: algomesh.v1.Mesh.Call:input_type -> algomesh.v1.CallRequest
-	1, // 1: algomesh.v1.Mesh.Call:output_type -> algomesh.v1.CallResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	1, // 1: algomesh.v1.Mesh.CallStream:input_type -> algomesh.v1.CallChunk
+	2, // 2: algomesh.v1.Mesh.Call:output_type -> algomesh.v1.CallResponse
+	1, // 3: algomesh.v1.Mesh.CallStream:output_type -> algomesh.v1.CallChunk
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

@@ -33,7 +33,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Mesh_Call_FullMethodName = "/algomesh.v1.Mesh/Call"
+	Mesh_Call_FullMethodName       = "/algomesh.v1.Mesh/Call"
+	Mesh_CallStream_FullMethodName = "/algomesh.v1.Mesh/CallStream"
 )
 
 // MeshClient is the client API for Mesh service.
@@ -42,6 +43,11 @@ const (
 type MeshClient interface {
 	// Call one algorithm with one payload.
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
+	// Call one algorithm with a payload streamed in chunks, and stream its answer back
+	// (payloads larger than one message, at bounded memory per hop). Same metadata as
+	// Call; trailing metadata and errors come at the end of the response stream, and an
+	// error may end it after some chunks (docs/streaming.md).
+	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallChunk, CallChunk], error)
 }
 
 type meshClient struct {
@@ -62,12 +68,30 @@ func (c *meshClient) Call(ctx context.Context, in *CallRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *meshClient) CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallChunk, CallChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Mesh_ServiceDesc.Streams[0], Mesh_CallStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallChunk, CallChunk]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Mesh_CallStreamClient = grpc.BidiStreamingClient[CallChunk, CallChunk]
+
 // MeshServer is the server API for Mesh service.
 // All implementations must embed UnimplementedMeshServer
 // for forward compatibility.
 type MeshServer interface {
 	// Call one algorithm with one payload.
 	Call(context.Context, *CallRequest) (*CallResponse, error)
+	// Call one algorithm with a payload streamed in chunks, and stream its answer back
+	// (payloads larger than one message, at bounded memory per hop). Same metadata as
+	// Call; trailing metadata and errors come at the end of the response stream, and an
+	// error may end it after some chunks (docs/streaming.md).
+	CallStream(grpc.BidiStreamingServer[CallChunk, CallChunk]) error
 	mustEmbedUnimplementedMeshServer()
 }
 
@@ -80,6 +104,9 @@ type UnimplementedMeshServer struct{}
 
 func (UnimplementedMeshServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedMeshServer) CallStream(grpc.BidiStreamingServer[CallChunk, CallChunk]) error {
+	return status.Error(codes.Unimplemented, "method CallStream not implemented")
 }
 func (UnimplementedMeshServer) mustEmbedUnimplementedMeshServer() {}
 func (UnimplementedMeshServer) testEmbeddedByValue()              {}
@@ -120,6 +147,13 @@ func _Mesh_Call_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Mesh_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MeshServer).CallStream(&grpc.GenericServerStream[CallChunk, CallChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Mesh_CallStreamServer = grpc.BidiStreamingServer[CallChunk, CallChunk]
+
 // Mesh_ServiceDesc is the grpc.ServiceDesc for Mesh service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -132,6 +166,13 @@ var Mesh_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Mesh_Call_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CallStream",
+			Handler:       _Mesh_CallStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "algomesh/v1/mesh.proto",
 }

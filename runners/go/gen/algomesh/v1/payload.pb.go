@@ -255,6 +255,91 @@ func (x *CallResponse) GetDuration() float64 {
 	return 0
 }
 
+// One message of a streamed call (Mesh.CallStream, StreamRunner.ApplyStream), in either
+// direction. The payload's bytes are the concatenation of every chunk's data; a sidecar
+// forwards each serialized chunk untouched and never joins them (docs/streaming.md).
+type CallChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First chunk of each direction: how to read the whole payload's bytes.
+	ContentType ContentType `protobuf:"varint,1,opt,name=content_type,json=contentType,proto3,enum=algomesh.v1.ContentType" json:"content_type,omitempty"`
+	// The next bytes of the payload (any length, may be empty; at most the transport's
+	// message size).
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// First request chunk: return what the algorithm printed, in the last response chunk.
+	CaptureStdout bool `protobuf:"varint,3,opt,name=capture_stdout,json=captureStdout,proto3" json:"capture_stdout,omitempty"`
+	// Last response chunk: what the algorithm printed (when asked), and the seconds
+	// spent inside its apply.
+	Stdout        string  `protobuf:"bytes,4,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Duration      float64 `protobuf:"fixed64,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallChunk) Reset() {
+	*x = CallChunk{}
+	mi := &file_algomesh_v1_payload_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallChunk) ProtoMessage() {}
+
+func (x *CallChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_algomesh_v1_payload_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallChunk.ProtoReflect.Descriptor instead.
+func (*CallChunk) Descriptor() ([]byte, []int) {
+	return file_algomesh_v1_payload_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CallChunk) GetContentType() ContentType {
+	if x != nil {
+		return x.ContentType
+	}
+	return ContentType_CONTENT_TYPE_UNSPECIFIED
+}
+
+func (x *CallChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CallChunk) GetCaptureStdout() bool {
+	if x != nil {
+		return x.CaptureStdout
+	}
+	return false
+}
+
+func (x *CallChunk) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *CallChunk) GetDuration() float64 {
+	if x != nil {
+		return x.Duration
+	}
+	return 0
+}
+
 var File_algomesh_v1_payload_proto protoreflect.FileDescriptor
 
 const file_algomesh_v1_payload_proto_rawDesc = "" +
@@ -269,7 +354,13 @@ const file_algomesh_v1_payload_proto_rawDesc = "" +
 	"\fCallResponse\x12,\n" +
 	"\x06output\x18\x01 \x01(\v2\x14.algomesh.v1.PayloadR\x06output\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\tR\x06stdout\x12\x1a\n" +
-	"\bduration\x18\x03 \x01(\x01R\bduration*\x8d\x01\n" +
+	"\bduration\x18\x03 \x01(\x01R\bduration\"\xb7\x01\n" +
+	"\tCallChunk\x12;\n" +
+	"\fcontent_type\x18\x01 \x01(\x0e2\x18.algomesh.v1.ContentTypeR\vcontentType\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12%\n" +
+	"\x0ecapture_stdout\x18\x03 \x01(\bR\rcaptureStdout\x12\x16\n" +
+	"\x06stdout\x18\x04 \x01(\tR\x06stdout\x12\x1a\n" +
+	"\bduration\x18\x05 \x01(\x01R\bduration*\x8d\x01\n" +
 	"\vContentType\x12\x1c\n" +
 	"\x18CONTENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONTENT_TYPE_JSON\x10\x01\x12\x15\n" +
@@ -291,22 +382,24 @@ func file_algomesh_v1_payload_proto_rawDescGZIP() []byte {
 }
 
 var file_algomesh_v1_payload_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_algomesh_v1_payload_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_algomesh_v1_payload_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_algomesh_v1_payload_proto_goTypes = []any{
 	(ContentType)(0),     // 0: algomesh.v1.ContentType
 	(*Payload)(nil),      // 1: algomesh.v1.Payload
 	(*CallRequest)(nil),  // 2: algomesh.v1.CallRequest
 	(*CallResponse)(nil), // 3: algomesh.v1.CallResponse
+	(*CallChunk)(nil),    // 4: algomesh.v1.CallChunk
 }
 var file_algomesh_v1_payload_proto_depIdxs = []int32{
 	0, // 0: algomesh.v1.Payload.content_type:type_name -> algomesh.v1.ContentType
 	1, // 1: algomesh.v1.CallRequest.input:type_name -> algomesh.v1.Payload
 	1, // 2: algomesh.v1.CallResponse.output:type_name -> algomesh.v1.Payload
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0, // 3: algomesh.v1.CallChunk.content_type:type_name -> algomesh.v1.ContentType
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_algomesh_v1_payload_proto_init() }
@@ -320,7 +413,7 @@ func file_algomesh_v1_payload_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_algomesh_v1_payload_proto_rawDesc), len(file_algomesh_v1_payload_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -142,7 +142,9 @@ const file_algomesh_v1_runner_proto_rawDesc = "" +
 	"\aruntime\x18\x02 \x01(\tR\aruntime2\x83\x01\n" +
 	"\x06Runner\x12;\n" +
 	"\x04Load\x12\x18.algomesh.v1.LoadRequest\x1a\x19.algomesh.v1.LoadResponse\x12<\n" +
-	"\x05Apply\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponseB<\n" +
+	"\x05Apply\x12\x18.algomesh.v1.CallRequest\x1a\x19.algomesh.v1.CallResponse2Q\n" +
+	"\fStreamRunner\x12A\n" +
+	"\vApplyStream\x12\x16.algomesh.v1.CallChunk\x1a\x16.algomesh.v1.CallChunk(\x010\x01B<\n" +
 	"\x0fdev.algomesh.v1P\x01Z'algomesh.dev/gen/algomesh/v1;algomeshv1b\x06proto3"
 
 var (
@@ -162,15 +164,18 @@ var file_algomesh_v1_runner_proto_goTypes = []any{
 	(*LoadRequest)(nil),  // 0: algomesh.v1.LoadRequest
 	(*LoadResponse)(nil), // 1: algomesh.v1.LoadResponse
 	(*CallRequest)(nil),  // 2: algomesh.v1.CallRequest
-	(*CallResponse)(nil), // 3: algomesh.v1.CallResponse
+	(*CallChunk)(nil),    // 3: algomesh.v1.CallChunk
+	(*CallResponse)(nil), // 4: algomesh.v1.CallResponse
 }
 var file_algomesh_v1_runner_proto_depIdxs = []int32{
 	0, // 0: algomesh.v1.Runner.Load:input_type -> algomesh.v1.LoadRequest
 	2, // 1: algomesh.v1.Runner.Apply:input_type -> algomesh.v1.CallRequest
-	1, // 2: algomesh.v1.Runner.Load:output_type -> algomesh.v1.LoadResponse
-	3, // 3: algomesh.v1.Runner.Apply:output_type -> algomesh.v1.CallResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	3, // 2: algomesh.v1.StreamRunner.ApplyStream:input_type -> algomesh.v1.CallChunk
+	1, // 3: algomesh.v1.Runner.Load:output_type -> algomesh.v1.LoadResponse
+	4, // 4: algomesh.v1.Runner.Apply:output_type -> algomesh.v1.CallResponse
+	3, // 5: algomesh.v1.StreamRunner.ApplyStream:output_type -> algomesh.v1.CallChunk
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -190,7 +195,7 @@ func file_algomesh_v1_runner_proto_init() {
 			NumEnums:      0,
 			NumMessages:   2,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_algomesh_v1_runner_proto_goTypes,
 		DependencyIndexes: file_algomesh_v1_runner_proto_depIdxs,

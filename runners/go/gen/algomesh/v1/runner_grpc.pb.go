@@ -167,3 +167,115 @@ var Runner_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "algomesh/v1/runner.proto",
 }
+
+const (
+	StreamRunner_ApplyStream_FullMethodName = "/algomesh.v1.StreamRunner/ApplyStream"
+)
+
+// StreamRunnerClient is the client API for StreamRunner service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// The streaming side of the runner contract, a service of its own so that a runner
+// that implements only Runner keeps compiling. A runner without it answers
+// UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+// Runner.Load, with the same request metadata as Apply.
+type StreamRunnerClient interface {
+	// Run apply once on a streamed input; stream its output back. The first request
+	// chunk carries content_type and capture_stdout, the last response chunk stdout and
+	// duration (docs/streaming.md).
+	ApplyStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallChunk, CallChunk], error)
+}
+
+type streamRunnerClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStreamRunnerClient(cc grpc.ClientConnInterface) StreamRunnerClient {
+	return &streamRunnerClient{cc}
+}
+
+func (c *streamRunnerClient) ApplyStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallChunk, CallChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StreamRunner_ServiceDesc.Streams[0], StreamRunner_ApplyStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallChunk, CallChunk]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamRunner_ApplyStreamClient = grpc.BidiStreamingClient[CallChunk, CallChunk]
+
+// StreamRunnerServer is the server API for StreamRunner service.
+// All implementations must embed UnimplementedStreamRunnerServer
+// for forward compatibility.
+//
+// The streaming side of the runner contract, a service of its own so that a runner
+// that implements only Runner keeps compiling. A runner without it answers
+// UNIMPLEMENTED, which the sidecar reports as STREAMING_UNSUPPORTED. Called after
+// Runner.Load, with the same request metadata as Apply.
+type StreamRunnerServer interface {
+	// Run apply once on a streamed input; stream its output back. The first request
+	// chunk carries content_type and capture_stdout, the last response chunk stdout and
+	// duration (docs/streaming.md).
+	ApplyStream(grpc.BidiStreamingServer[CallChunk, CallChunk]) error
+	mustEmbedUnimplementedStreamRunnerServer()
+}
+
+// UnimplementedStreamRunnerServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStreamRunnerServer struct{}
+
+func (UnimplementedStreamRunnerServer) ApplyStream(grpc.BidiStreamingServer[CallChunk, CallChunk]) error {
+	return status.Error(codes.Unimplemented, "method ApplyStream not implemented")
+}
+func (UnimplementedStreamRunnerServer) mustEmbedUnimplementedStreamRunnerServer() {}
+func (UnimplementedStreamRunnerServer) testEmbeddedByValue()                      {}
+
+// UnsafeStreamRunnerServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StreamRunnerServer will
+// result in compilation errors.
+type UnsafeStreamRunnerServer interface {
+	mustEmbedUnimplementedStreamRunnerServer()
+}
+
+func RegisterStreamRunnerServer(s grpc.ServiceRegistrar, srv StreamRunnerServer) {
+	// If the following call panics, it indicates UnimplementedStreamRunnerServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&StreamRunner_ServiceDesc, srv)
+}
+
+func _StreamRunner_ApplyStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StreamRunnerServer).ApplyStream(&grpc.GenericServerStream[CallChunk, CallChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamRunner_ApplyStreamServer = grpc.BidiStreamingServer[CallChunk, CallChunk]
+
+// StreamRunner_ServiceDesc is the grpc.ServiceDesc for StreamRunner service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var StreamRunner_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "algomesh.v1.StreamRunner",
+	HandlerType: (*StreamRunnerServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ApplyStream",
+			Handler:       _StreamRunner_ApplyStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "algomesh/v1/runner.proto",
+}

@@ -1,0 +1,415 @@
+"""Streamed calls: payloads of any size in chunks, at bounded memory (docs/streaming.md).
+
+    answer = client.algo("demo/gzip").stream(open("big.bin", "rb"))
+    answer.save("big.bin.gz")                    # or: for chunk in answer.chunks(): ...
+
+``Algorithm.stream(source)`` sends ``source`` (bytes, str, a file object, an iterable of
+bytes or str, an ``algomesh.Stream``, another call's ``StreamResponse``) as
+``Mesh/CallStream`` chunks while the answer comes back as a ``StreamResponse``; neither
+side is ever held whole. The request is read only as fast as the mesh takes it (gRPC flow
+control), so a slow algorithm slows the reading of a file, not the growth of a buffer.
+
+``Stream`` is the other end: what an algorithm's ``apply`` receives when it is called with
+a stream: a file-like object (``read(n)``, ``readinto``, ``readline``) that is also an
+iterable of chunks (``for chunk in stream``, ``async for`` in an async apply).
+
+On the wire a chunk is a serialized ``algomesh.v1.CallChunk``: the first of each direction
+names the content type, the first request chunk asks for stdout, the last response chunk
+carries stdout and duration. Errors (typed, as for ``pipe``) end the answer where they
+happen: iterating it raises them.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
+
+import grpc
+
+from algomesh.v1 import payload_pb2
+
+from ._errors import AlgomeshError, error, from_rpc_error
+from ._payload import _BY_NAME, BINARY, TEXT, content_type_name
+
+CHUNK_BYTES = 1 << 20  # data per chunk when algomesh cuts a payload (bytes, files)
+
+__all__ = ["Stream", "StreamResponse", "AsyncStreamResponse", "CHUNK_BYTES"]
+
+
+def _content_type(name: str | None, default: int) -> int:
+    if name is None:
+        return default
+    if name not in _BY_NAME:
+        raise error("INVALID_INPUT", f"content_type must be one of {sorted(_BY_NAME)}, not {name!r}")
+    return _BY_NAME[name]
+
+
+def _cut(data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(view), CHUNK_BYTES):
+        yield bytes(view[i:i + CHUNK_BYTES])
+
+
+def _pieces(source: Any) -> tuple[Iterable[Any], int | None]:
+    """The source's pieces (bytes or str, any size) and the content type it implies, if any."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _cut(source), BINARY
+    if isinstance(source, str):
+        return _cut(source.encode("utf-8")), TEXT
+    if isinstance(source, (Stream, StreamResponse)):
+        return source.chunks(), _BY_NAME.get(source.content_type or "binary", BINARY)
+    if callable(getattr(source, "read", None)):
+        read = source.read
+        return iter(lambda: read(CHUNK_BYTES), source.read(0)), TEXT if isinstance(source, io.TextIOBase) else None
+    if isinstance(source, Iterable):
+        return source, None
+    raise error("INVALID_INPUT", f"cannot stream a {type(source).__name__}: pass bytes, str, a file object or "
+                "an iterable of bytes")
+
+
+def check_source(source: Any, content_type: str | None) -> None:
+    """Refuse, at once, what cannot be streamed at all (a piece of the wrong type is found
+    only when it is reached, and ends the call with INVALID_INPUT)."""
+    _content_type(content_type, BINARY)
+    if not isinstance(source, (bytes, bytearray, memoryview, str, Iterable)) and not hasattr(source, "__aiter__") \
+            and not callable(getattr(source, "read", None)):
+        raise error("INVALID_INPUT", f"cannot stream a {type(source).__name__}: pass bytes, str, a file object or "
+                    "an iterable of bytes")
+
+
+def _as_bytes(piece: Any) -> tuple[bytes, int]:
+    if isinstance(piece, (bytes, bytearray, memoryview)):
+        return bytes(piece), BINARY
+    if isinstance(piece, str):
+        return piece.encode("utf-8"), TEXT
+    raise error("INVALID_INPUT", f"a stream's pieces must be bytes or str, not {type(piece).__name__}")
+
+
+def request_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> Iterator[bytes]:
+    """Serialized request chunks for ``source``: the first names the content type (given,
+    else implied by the source or its first piece) and asks for stdout; none is empty
+    except a lone first one; pieces larger than CHUNK_BYTES are cut."""
+    pieces, implied = _pieces(source)
+    explicit = None if content_type is None else _content_type(content_type, BINARY)
+    first = True
+    for piece in pieces:
+        data, kind = _as_bytes(piece)
+        for part in (_cut(data) if len(data) > CHUNK_BYTES else (data,)):
+            if first:
+                ct = explicit or implied or kind
+                yield payload_pb2.CallChunk(content_type=ct, data=part, capture_stdout=capture_stdout).SerializeToString()
+                first = False
+            elif part:
+                yield payload_pb2.CallChunk(data=part).SerializeToString()
+    if first:  # nothing at all: one chunk still says what the (empty) payload is
+        yield payload_pb2.CallChunk(content_type=explicit or implied or BINARY,
+                                    capture_stdout=capture_stdout).SerializeToString()
+
+
+async def arequest_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> AsyncIterator[bytes]:
+    """``request_chunks`` for the async client: ``source`` may also be an async iterable;
+    a file is read in a worker thread, so the event loop never waits on a disk."""
+    if hasattr(source, "__aiter__"):
+        explicit = None if content_type is None else _content_type(content_type, BINARY)
+        implied = None
+        first = True
+        async for piece in source:
+            data, kind = _as_bytes(piece)
+            for part in (_cut(data) if len(data) > CHUNK_BYTES else (data,)):
+                if first:  # a response we pass on knows its content type once its first chunk came
+                    implied = _BY_NAME.get(getattr(source, "content_type", None) or "", None)
+                    yield payload_pb2.CallChunk(content_type=explicit or implied or kind, data=part,
+                                                capture_stdout=capture_stdout).SerializeToString()
+                    first = False
+                elif part:
+                    yield payload_pb2.CallChunk(data=part).SerializeToString()
+        if first:
+            yield payload_pb2.CallChunk(content_type=explicit or implied or BINARY,
+                                        capture_stdout=capture_stdout).SerializeToString()
+        return
+    chunks = request_chunks(source, content_type, capture_stdout)
+    blocking = callable(getattr(source, "read", None)) and not isinstance(source, (Stream, StreamResponse))
+    while True:
+        chunk = await asyncio.to_thread(next, chunks, None) if blocking else next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+class _Answer:
+    """What both responses know once chunks arrive: the content type (first chunk), stdout
+    and duration (last chunk), and the trailers (at the end)."""
+
+    _ct: str | None = None   # "json", "text" or "binary", once the first chunk arrived
+    _stdout = ""
+    _duration = 0.0
+    _trailing: dict[str, Any] | None = None
+
+    def _take(self, raw: bytes) -> bytes:
+        try:
+            chunk = payload_pb2.CallChunk.FromString(raw)
+        except Exception as exc:  # a foreign server's garbage
+            raise error("INTERNAL", f"bad stream chunk: {exc!r}") from None
+        if self._ct is None:
+            self._ct = content_type_name(chunk.content_type)
+        if chunk.stdout:
+            self._stdout += chunk.stdout
+        if chunk.duration:
+            self._duration = chunk.duration
+        return chunk.data
+
+    @property
+    def metadata(self) -> Any:
+        """As ``Response.metadata``, once the answer was read to its end."""
+        from ._client import Metadata, _wire
+
+        if self._trailing is None:
+            raise RuntimeError("the stream is not finished: read it to its end (chunks(), save(), read()) first")
+        t = self._trailing
+        return Metadata(content_type=self._ct or "binary", duration=self._duration,
+                        version=str(t.get(_wire.VERSION_KEY, "")), algorithm=str(t.get(_wire.ALGORITHM_KEY, "")),
+                        stdout=self._stdout or None, cold_start=t.get(_wire.COLD_START_KEY) == "1",
+                        trace_id=str(t.get(_wire.TRACE_ID_KEY, "")), cache_hit=False)
+
+
+class StreamResponse(_Answer):
+    """A streamed call's answer, as it arrives (``Algorithm.stream``). Read it once:
+    ``chunks()``, ``save(path)`` or ``read()``; a typed error raises where it happened."""
+
+    def __init__(self, rpc: Any, failed: list[BaseException]) -> None:
+        self._rpc = rpc          # grpc's response iterator (it also sends the request)
+        self._failed = failed    # what reading the source raised, if it did
+        self._pending: bytes | None = None
+        self._consumed = False
+
+    def _next_raw(self) -> bytes | None:
+        try:
+            return next(self._rpc)
+        except StopIteration:
+            self._trailing = {k: v for k, v in (self._rpc.trailing_metadata() or ())}
+            return None
+        except grpc.RpcError as exc:
+            if self._failed:  # the source failed, so grpc cancelled the call: say why
+                raise self._failed[0] from None
+            raise from_rpc_error(exc) from None
+
+    def _first(self) -> None:
+        while self._ct is None:
+            raw = self._next_raw()
+            if raw is None:
+                return
+            data = self._take(raw)
+            if data:
+                self._pending = data
+
+    def chunks(self) -> Iterator[bytes]:
+        """The answer's bytes, chunk by chunk as they arrive."""
+        if self._consumed:
+            raise RuntimeError("a stream's answer can be read once")
+        self._consumed = True
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        self._first()
+        if self._pending:
+            pending, self._pending = self._pending, None
+            yield pending
+        while (raw := self._next_raw()) is not None:
+            data = self._take(raw)
+            if data:
+                yield data
+
+    __iter__ = chunks
+
+    def read(self) -> bytes:
+        """The whole answer in memory (only for answers known to be small)."""
+        return b"".join(self.chunks())
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the answer to ``path`` as it arrives; the number of bytes written."""
+        n = 0
+        with open(path, "wb") as f:
+            for chunk in self.chunks():
+                f.write(chunk)
+                n += len(chunk)
+        return n
+
+    @property
+    def content_type(self) -> str | None:
+        """"json", "text" or "binary": waits for the answer's first chunk."""
+        if self._ct is None and not self._consumed:
+            self._first()
+        return self._ct
+
+    def cancel(self) -> None:
+        """Stop the call; every hop below it ends too."""
+        self._rpc.cancel()
+
+    def __enter__(self) -> "StreamResponse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def start(multicallable: Callable[..., Any], source: Any, content_type: str | None, capture_stdout: bool,
+          metadata: Any, timeout: float) -> StreamResponse:
+    """Start a streamed call on a sync channel's ``Mesh/CallStream``."""
+    failed: list[BaseException] = []
+    check_source(source, content_type)
+    chunks = request_chunks(source, content_type, capture_stdout)
+
+    def requests() -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except BaseException as exc:  # grpc only logs it and cancels: keep it for the reader
+            failed.append(exc)
+            raise
+
+    return StreamResponse(multicallable(requests(), metadata=metadata, timeout=timeout), failed)
+
+
+class AsyncStreamResponse(_Answer):
+    """``AsyncAlgorithm.stream``'s answer: ``async for chunk in answer.chunks()``,
+    ``await answer.save(path)``, ``await answer.read()``."""
+
+    def __init__(self, multicallable: Callable[..., Any], source: Any, content_type: str | None,
+                 capture_stdout: bool, metadata: Any, timeout: float) -> None:
+        check_source(source, content_type)
+        self._rpc = multicallable(metadata=metadata, timeout=timeout)
+        self._failed: BaseException | None = None
+        self._consumed = False
+        self._sender = asyncio.ensure_future(self._send(arequest_chunks(source, content_type, capture_stdout)))
+
+    async def _send(self, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in chunks:
+                await self._rpc.write(chunk)
+            await self._rpc.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the call ended: reading the answer says how
+        except Exception as exc:
+            self._failed = exc
+            self._rpc.cancel()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._consumed:
+            raise RuntimeError("a stream's answer can be read once")
+        self._consumed = True
+        try:
+            while True:
+                try:
+                    raw = await self._rpc.read()
+                except grpc.RpcError as exc:
+                    raise self._failed or from_rpc_error(exc) from None
+                except asyncio.CancelledError:
+                    if self._failed is not None:  # we cancelled it: the source failed
+                        raise self._failed from None
+                    raise
+                if raw is grpc.aio.EOF:
+                    break
+                data = self._take(raw)
+                if data:
+                    yield data
+            self._trailing = {k: v for k, v in (await self._rpc.trailing_metadata() or ())}
+        finally:
+            if self._trailing is None:
+                self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks()
+
+    async def read(self) -> bytes:
+        """The whole answer in memory (only for answers known to be small)."""
+        return b"".join([c async for c in self.chunks()])
+
+    async def save(self, path: str | os.PathLike[str]) -> int:
+        n = 0
+        with open(path, "wb") as f:
+            async for chunk in self.chunks():
+                await asyncio.to_thread(f.write, chunk)
+                n += len(chunk)
+        return n
+
+    @property
+    def content_type(self) -> str | None:
+        """"json", "text" or "binary", once the answer's first chunk arrived (else None)."""
+        return self._ct
+
+    def cancel(self) -> None:
+        self._sender.cancel()
+        self._rpc.cancel()
+
+
+class Stream(io.RawIOBase):
+    """A streamed input, as an algorithm's ``apply`` receives it: read it like a binary file
+    (``read(n)``, ``readinto``, ``readline``) or chunk by chunk (``for chunk in stream``; in
+    an ``async def apply``, ``async for chunk in stream``). ``content_type`` is what the
+    caller sent ("json", "text" or "binary"); the chunks are always bytes. Only one chunk
+    is held at a time: the next is fetched when it is read."""
+
+    def __init__(self, pull: Callable[[], bytes | None], content_type: str = "binary", *,
+                 apull: Callable[[], Any] | None = None) -> None:
+        super().__init__()
+        self._pull = pull          # blocking: the next chunk's data, None at the end
+        self._apull = apull        # a coroutine function doing the same, for async applies
+        self.content_type = content_type
+        self._buf = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        while not self._buf and not self._eof:
+            data = self._pull()
+            if data is None:
+                self._eof = True
+            else:
+                self._buf = memoryview(data)
+        return bool(self._buf)
+
+    def readinto(self, b: Any) -> int:
+        if not self._fill():
+            return 0
+        n = min(len(b), len(self._buf))
+        memoryview(b).cast("B")[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(self)
+        if size == 0 or not self._fill():
+            return b""
+        out, self._buf = bytes(self._buf[:size]), self._buf[size:]
+        return out
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the stream, chunk by chunk as the caller sent them."""
+        while self._fill():
+            out, self._buf = bytes(self._buf), memoryview(b"")
+            yield out
+
+    def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
+        return self.chunks()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+        if self._apull is None:
+            raise RuntimeError("this stream is read with `for`, not `async for`")
+        if self._buf:
+            out, self._buf = bytes(self._buf), memoryview(b"")
+            yield out
+        while not self._eof:
+            data = await self._apull()
+            if data is None:
+                self._eof = True
+            elif data:
+                yield data
+
+    def __repr__(self) -> str:
+        return f"<algomesh.Stream {self.content_type}{' ended' if self._eof else ''}>"
