@@ -299,8 +299,7 @@ async def main(cfg: UpConfig) -> None:
 
 def run(cfg: UpConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # The control plane runs on asyncio's own loop, not uvloop: with uvloop, a call reaching
-    # the ingress at the very moment an instance died was now and then never handed to its
-    # handler and hung to its deadline (4 of ~70 runs of tests/e2e/test_registry_live.py's
-    # kill test; 0 of 32 on asyncio's loop). gRPC calls uvloop support experimental.
+    # The control plane runs on asyncio's own loop (gRPC calls its uvloop support
+    # experimental). A hang once blamed on uvloop was the router closing a dead instance's
+    # channel under calls still running on it (route.py, rescue.py).
     asyncio.run(main(cfg))

@@ -29,14 +29,28 @@ def as_typed(exc: BaseException) -> AlgomeshError:
     return error("INTERNAL", f"{type(exc).__name__}: {exc}")
 
 
+def stray(exc: asyncio.CancelledError) -> AlgomeshError | None:
+    """A CancelledError that is not this task's own cancellation (the call's deadline, the
+    client giving up) came from below: a gRPC call whose channel closed under it. Left to
+    rise, grpc.aio would take it for the RPC's cancellation and send the client nothing,
+    so it waits for its deadline; it is answered as the instance going away instead."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return None
+    return error("INSTANCE_UNAVAILABLE", "the instance serving this call went away during it")
+
+
 def rescue(inner: Handler) -> Handler:
     async def handle(call: Call) -> Reply:
         try:
             return await inner(call)
         except AlgomeshError:
             raise
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            typed = stray(exc)
+            if typed is None:
+                raise
+            raise typed from None
         except Exception as exc:
             raise as_typed(exc) from None
 

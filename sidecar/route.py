@@ -222,7 +222,10 @@ class Router:
         self.directory.eject(address)
         entry = self._channels.pop(address, None)
         if entry is not None:
-            asyncio.ensure_future(entry[0].close())
+            # Calls still running on it end by themselves (a dead peer's connection fails
+            # them at once); closing with no grace would cancel them, and a cancelled call
+            # inside a handler looks to grpc.aio like the client's own cancellation.
+            asyncio.ensure_future(entry[0].close(grace=_wire.DEFAULT_TIMEOUT))
 
     def _pick(self, addresses: tuple[str, ...]) -> str:
         if len(addresses) == 1:
