@@ -122,7 +122,8 @@ def main() -> None:
         print(f"\n{report.get('segments', 1)} segment(s), {report.get('frames', after.frames)} frames styled "
               f"in {took:.2f} s ({after.frames / took:.1f} frames/s), {report.get('cache_hits', 0)} from the cache")
         for instance, n in sorted(report.get("styled_by", {}).items()):
-            print(f"  video/style instance {instance:<24} {n:4d} frames  {'█' * round(30 * n / max(after.frames, 1))}")
+            bar = "█" * round(30 * n / max(after.frames, 1))
+            print(f"  video/style instance {instance:<24} {n:4d} frames  {bar}")
         print(f"\nWrote {out_path} ({len(styled)} bytes)")
         print(f"The call's trace: algomesh trace {resp.metadata.trace_id}")
 

@@ -25,6 +25,10 @@ MP4 = ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-preset",
        "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
 GIF = ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse", "-loop", "0"]
 FORMATS = {"mp4": MP4, "gif": GIF}
+# Before a video from a caller: only local files and the usual video containers, so a
+# playlist or a concat list posing as a video cannot make ffmpeg read other files or the network.
+UNTRUSTED = ["-protocol_whitelist", "file",
+             "-format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,gif,mpegts,flv,ogg"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,8 @@ def probe(video: Path) -> Probe:
     """Duration, frame rate and size from the container's header (nothing is decoded)."""
     # `ffmpeg -i FILE` with no output describes the input, then exits 1 ("At least one
     # output file must be specified"): read its description either way.
-    out = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(video)], capture_output=True, text=True,
-                         timeout=TIMEOUT).stderr
+    out = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", *UNTRUSTED, "-i", str(video)], capture_output=True,
+                         text=True, timeout=TIMEOUT).stderr
     stream = re.search(r"Stream #\S+.*?: Video: .*?, (\d+)x(\d+)[, \[].*", out)
     duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", out)
     if not stream or not duration:
@@ -69,7 +73,7 @@ def frames(video: Path, fps: float, folder: Path) -> list[Path]:
     """Every frame at ``fps`` frames a second (ffmpeg's fps filter: frames are dropped or
     repeated to keep time), as PNG files in order."""
     folder.mkdir(parents=True, exist_ok=True)
-    _run(["-i", str(video), "-vf", f"fps={fps:g}", "-f", "image2", "-c:v", "png", str(folder / "%06d.png")],
+    _run([*UNTRUSTED, "-i", str(video), "-vf", f"fps={fps:g}", "-f", "image2", "-c:v", "png", str(folder / "%06d.png")],
          "split the video into frames")
     return sorted(folder.glob("*.png"))
 
@@ -85,7 +89,7 @@ def encode(folder: Path, fps: float, out: Path, fmt: str) -> Path:
 def cut(video: Path, start: float, seconds: float, out: Path) -> Path:
     """``seconds`` of the video from ``start``, re-encoded (a cut by stream copy could only
     start on a key frame), nearly losslessly."""
-    _run(["-y", "-ss", f"{start:.6f}", "-i", str(video), "-t", f"{seconds:.6f}", "-an", "-c:v", "libx264",
+    _run(["-y", "-ss", f"{start:.6f}", *UNTRUSTED, "-i", str(video), "-t", f"{seconds:.6f}", "-an", "-c:v", "libx264",
           "-preset", "veryfast", "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", str(out)],
          f"cut {seconds:g} s at {start:g} s")
     return out

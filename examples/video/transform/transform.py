@@ -129,7 +129,8 @@ def parse(input) -> tuple[bytes, Options]:
         opts = replace(opts, segment_seconds=float(seconds))
     if "format" in input:
         if input["format"] not in ffmpeg.FORMATS:
-            raise algomesh.InvalidError(f'"format" is one of {", ".join(ffmpeg.FORMATS)}, not {json.dumps(input["format"])}')
+            raise algomesh.InvalidError(f'"format" is one of {", ".join(ffmpeg.FORMATS)}, '
+                                        f'not {json.dumps(input["format"])}')
         opts = replace(opts, format=input["format"])
     if "concurrency" in input:
         opts = replace(opts, concurrency=_number(input["concurrency"], "concurrency", 1, 64, integer=True))
