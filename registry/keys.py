@@ -68,6 +68,15 @@ class Principal:
     pipelines: bool = True               # may the algorithms it calls pipe onward
     key_id: str = ""                     # the key it presented (public id), if any
     algorithm: str = ""                  # owner/name@version of a sidecar, if it is one
+    data: str = "none"                   # data:// access of its own owner's data: none, read, write
+
+    @property
+    def data_grant(self) -> str:
+        """What the algorithms it calls may reach of data:// on its behalf, as
+        ``OWNER:SCOPE``, and ``OWNER:write:all`` for an admin (every owner's); see sidecar/blobs.py."""
+        if self.admin:
+            return f"{self.owner}:write:all"
+        return f"{self.owner}:{self.data}" if self.owner else ""
 
     def may_call(self, name: str) -> bool:
         return not self.algorithms or any(fnmatchcase(name, glob) for glob in self.algorithms)
@@ -98,7 +107,7 @@ ANYONE = Principal(owner="", admin=True)  # --insecure: no keys, nothing checked
 
 def principal_of(record: registry_pb2.ApiKey) -> Principal:
     return Principal(owner=record.owner, admin=record.admin, algorithms=tuple(record.algorithms),
-                     pipelines=not record.no_pipelines, key_id=record.id)
+                     pipelines=not record.no_pipelines, key_id=record.id, data=record.data or "read")
 
 
 def credential_of(metadata) -> str | None:

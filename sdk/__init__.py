@@ -32,6 +32,7 @@ from ._errors import (
     UnavailableError,
     VersionExistsError,
 )
+from ._data import DataFile, DataInfo
 from ._payload import Payload
 from ._stream import AsyncStreamResponse, Stream, StreamResponse
 
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "client", "async_client", "Client", "AsyncClient", "Algorithm", "AsyncAlgorithm",
     "Response", "AsyncResponse", "Metadata", "Payload", "Pipeline", "AsyncPipeline",
-    "Stream", "StreamResponse", "AsyncStreamResponse",
+    "Stream", "StreamResponse", "AsyncStreamResponse", "DataFile", "DataInfo",
     "AlgomeshError", "AlgorithmError", "DeadlineExceededError", "InternalError", "InvalidError",
     "LimitError", "NotFoundError", "PermissionError_", "PipelineError", "RunnerCrashedError", "UnavailableError",
     "VersionExistsError",

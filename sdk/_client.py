@@ -21,6 +21,7 @@ from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc, traces_pb2
 from . import _wire
 from ._archive import pack
 from ._context import CALL_CONTEXT
+from ._data import DataFile
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import content_type_name, decode, encode
 from ._refs import Target, parse_target
@@ -105,13 +106,19 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class _Outcome:
     """How a finished call reads, for both clients' responses."""
 
+    _owner: Any = None  # the client that made the call: a data:// result reads through it
+
     def _raw(self) -> _Raw:
         raise NotImplementedError
 
     @property
     def result(self) -> Any:
-        """The decoded output: str for TEXT, bytes for BINARY, JSON values otherwise."""
-        return decode(self._raw().response.output)
+        """The decoded output: str for TEXT, bytes for BINARY, a ``DataFile`` for a
+        data:// reference, JSON values otherwise."""
+        value = decode(self._raw().response.output)
+        if isinstance(value, DataFile) and self._owner is not None:
+            value._client = self._owner._sync()
+        return value
 
     @property
     def metadata(self) -> Metadata:
@@ -137,8 +144,9 @@ class _Outcome:
 class Response(_Outcome):
     """A call in flight or finished. ``.result`` waits; ``await response`` works too."""
 
-    def __init__(self, future: "concurrent.futures.Future[_Raw]") -> None:
+    def __init__(self, future: "concurrent.futures.Future[_Raw]", owner: "Client | None" = None) -> None:
         self._future = future
+        self._owner = owner
 
     def _raw(self) -> _Raw:
         if not self._future.done() and _running_loop() is not None:
@@ -190,7 +198,7 @@ class Algorithm:
             input._future.add_done_callback(chain)
         else:
             self._start(input, out, token)
-        return Response(out)
+        return Response(out, self._client)
 
     def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: tuple) -> None:
         try:
@@ -265,6 +273,14 @@ class Client:
 
     def algo(self, ref: str) -> Algorithm:
         return Algorithm(self, ref)
+
+    def data(self, uri: str) -> DataFile:
+        """The ``data://owner/collection/path`` object (or collection, for ``list``):
+        put, get, save, list, delete; pass it to ``pipe`` as a reference (docs/data.md)."""
+        return DataFile(uri, self)
+
+    def _sync(self) -> "Client":
+        return self
 
     @property
     def channel(self) -> grpc.Channel:
@@ -353,7 +369,8 @@ def client(api_key: str | None = None, address: str | None = None) -> Client:
 class AsyncResponse(_Outcome):
     """A call running as an asyncio task. ``await`` it, then read ``.result``."""
 
-    def __init__(self, task: "asyncio.Future[_Raw]") -> None:
+    def __init__(self, task: "asyncio.Future[_Raw]", owner: "AsyncClient | None" = None) -> None:
+        self._owner = owner
         self._task = task
 
     def _raw(self) -> _Raw:
@@ -379,7 +396,7 @@ class AsyncAlgorithm:
 
     def pipe(self, input: Any) -> AsyncResponse:
         """Start the call now; ``await`` the response. Responses passed in are chained."""
-        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_CONTEXT.get())))
+        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_CONTEXT.get())), self._client)
 
     async def _run(self, value: Any, token: tuple) -> _Raw:
         if isinstance(value, AsyncResponse):
@@ -444,9 +461,24 @@ class AsyncClient:
     def algo(self, ref: str) -> AsyncAlgorithm:
         return AsyncAlgorithm(self, ref)
 
+    def data(self, uri: str) -> DataFile:
+        """As ``Client.data``; its transfers block, so run them in a thread
+        (``await asyncio.to_thread(f.save, path)``) inside an event loop."""
+        return DataFile(uri, self._sync())
+
+    def _sync(self) -> Client:
+        """A blocking twin on the same address and key, for data:// transfers."""
+        twin = getattr(self, "_twin", None)
+        if twin is None:
+            twin = self._twin = Client(self.api_key, self.address)
+        return twin
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+        twin = getattr(self, "_twin", None)
+        if twin is not None:
+            twin.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self

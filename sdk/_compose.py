@@ -121,7 +121,7 @@ class Pipeline(_Composed):
             input._future.add_done_callback(begin)
         else:
             run(0, input)
-        return Response(out)
+        return Response(out, self.stages[-1]._client)
 
     def map(self, inputs: Iterable[Any], concurrency: int = _fanout.DEFAULT_CONCURRENCY, *,
             progress: bool | None = None, total: int | None = None) -> list[Response]:
@@ -143,7 +143,7 @@ class AsyncPipeline(_Composed):
     _kind = AsyncAlgorithm
 
     def pipe(self, input: Any) -> AsyncResponse:
-        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_CONTEXT.get())))
+        return AsyncResponse(asyncio.ensure_future(self._run(input, CALL_CONTEXT.get())), self.stages[-1]._client)
 
     async def _run(self, value: Any, token: tuple) -> _Raw:
         if isinstance(value, (AsyncResponse, Response)):

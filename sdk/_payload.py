@@ -1,6 +1,7 @@
 """Python values <-> payloads, as Algorithmia's client maps them.
 
-str -> TEXT, bytes -> BINARY, anything else -> JSON; and back. A payload that is
+str -> TEXT, bytes -> BINARY, a ``DataFile`` -> DATA_REF (its data:// URI, a reference
+to the blob store: docs/data.md), anything else -> JSON; and back. A payload that is
 already encoded (a previous response, or ``Payload``) passes through untouched.
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from ._errors import error
 JSON = payload_pb2.CONTENT_TYPE_JSON
 TEXT = payload_pb2.CONTENT_TYPE_TEXT
 BINARY = payload_pb2.CONTENT_TYPE_BINARY
+DATA_REF = payload_pb2.CONTENT_TYPE_DATA_REF
 
-_NAMES = {JSON: "json", TEXT: "text", BINARY: "binary"}
+_NAMES = {JSON: "json", TEXT: "text", BINARY: "binary", DATA_REF: "data"}
 _BY_NAME = {v: k for k, v in _NAMES.items()}
 
 
@@ -45,6 +47,9 @@ def encode(value: Any) -> payload_pb2.Payload:
         return payload_pb2.Payload(content_type=TEXT, data=value.encode("utf-8"))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return payload_pb2.Payload(content_type=BINARY, data=bytes(value))
+    from ._data import DataFile
+    if isinstance(value, DataFile):
+        return payload_pb2.Payload(content_type=DATA_REF, data=value.uri.encode("utf-8"))
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -63,6 +68,9 @@ def decode(payload: payload_pb2.Payload) -> Any:
         raise error("INVALID_INPUT", f"{content_type_name(ct)} payload is not UTF-8: {exc}") from None
     if ct == TEXT:
         return text
+    if ct == DATA_REF:
+        from ._data import DataFile
+        return DataFile(text)  # INVALID_DATA_URI if it is not one
     if ct == JSON:
         try:
             return json.loads(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 CALL_METHOD = "/algomesh.v1.Mesh/Call"
+DATA_SERVICE = "algomesh.v1.Data"
 CALL_STREAM_METHOD = "/algomesh.v1.Mesh/CallStream"
 
 # Request metadata (routing facts travel here so a sidecar never decodes a body).
@@ -14,6 +15,7 @@ PATH_KEY = "algomesh-path"              # sidecar to sidecar: the pipeline so fa
 CALL_KEY = "algomesh-call"              # sidecar -> runner -> the algorithm's pipes: its call's token
 KEY_OWNER_KEY = "algomesh-key-owner"    # ingress -> first stage: the owner of the client's API key
 NO_PIPELINES_KEY = "algomesh-no-pipelines"  # ingress -> first stage: "1" if the key forbids pipes
+DATA_ACCESS_KEY = "algomesh-data-access"  # OWNER:SCOPE of the API key a call runs for (data:// access, docs/data.md)
 CACHE_KEY = "algomesh-cache"            # "off": bypass result caches (read and write); every hop forwards it
 # Response trailing metadata.
 ALGORITHM_KEY = "algomesh-algorithm"

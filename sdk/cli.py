@@ -2,7 +2,8 @@
 
     algomesh up [--data-dir DIR] [--port PORT]      run the mesh on this machine
     algomesh publish PATH                           publish an algorithm folder
-    algomesh call owner/name[/version] -d JSON      call one (also --text, --file, stdin)
+    algomesh call owner/name[/version] -d JSON      call one (also --text, --file, --ref URI, stdin)
+    algomesh data put FILE data://owner/coll/path   upload (also get URI [FILE], ls URI, rm [-r] URI)
     algomesh ls                                     list algorithms
     algomesh versions owner/name                    list an algorithm's versions
     algomesh scale owner/name[/version] N           run N instances of it
@@ -25,6 +26,8 @@ from typing import Any, Sequence
 
 from . import _wire
 from ._client import Client
+from ._data import DataFile
+from ._datauri import parse_data_uri
 from ._errors import REASONS, AlgomeshError, AlgorithmError, error
 from ._payload import Payload
 
@@ -138,10 +141,25 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("-d", "--data", help="input as JSON ('-' reads stdin)")
     data.add_argument("-t", "--text", help="input as text ('-' reads stdin)")
     data.add_argument("-f", "--file", help="input as binary, from a file ('-' reads stdin)")
+    data.add_argument("-r", "--ref", help="input as a data:// reference (the algorithm reads the object)")
     call.add_argument("--timeout", type=float, default=_wire.DEFAULT_TIMEOUT, help="seconds (default 300)")
     call.add_argument("--stdout", action="store_true", help="also print what the algorithm printed (to stderr)")
     call.add_argument("-o", "--output", type=Path, help="write the result to a file")
     call.add_argument("--meta", action="store_true", help="print the response metadata (to stderr)")
+
+    dat = sub.add_parser("data", help="data:// objects: put, get, ls, rm (docs/data.md)")
+    dsub = dat.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dp = dsub.add_parser("put", help="upload a local file ('-': stdin) to a data:// URI")
+    dp.add_argument("source")
+    dp.add_argument("uri")
+    dg = dsub.add_parser("get", help="download a data:// object to a file (default: stdout)")
+    dg.add_argument("uri")
+    dg.add_argument("dest", nargs="?", type=Path)
+    dl = dsub.add_parser("ls", help="list data://owner (collections) or data://owner/collection[/prefix]")
+    dl.add_argument("uri")
+    dr = dsub.add_parser("rm", help="delete a data:// object (-r: a collection or folder)")
+    dr.add_argument("uri")
+    dr.add_argument("-r", "--recursive", action="store_true")
 
     sub.add_parser("ls", help="list algorithms")
     ver = sub.add_parser("versions", help="list the versions of an algorithm")
@@ -149,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _input(a: argparse.Namespace) -> Any:
+def _input(a: argparse.Namespace, client: Client) -> Any:
+    if a.ref is not None:
+        return client.data(a.ref)
     if a.text is not None:
         return sys.stdin.read() if a.text == "-" else a.text
     if a.file is not None:
@@ -166,13 +186,15 @@ def _print_result(result: Any, output: Path | None) -> None:
             output.write_bytes(result)
         elif isinstance(result, str):
             output.write_text(result)
+        elif isinstance(result, DataFile):  # the object itself, streamed into the file
+            result.save(output)
         else:
             output.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         return
     if isinstance(result, bytes):
         sys.stdout.buffer.write(result)
         sys.stdout.buffer.flush()
-    elif isinstance(result, str):
+    elif isinstance(result, (str, DataFile)):  # a reference prints as its URI: `algomesh data get URI`
         print(result)
     else:
         print(json.dumps(result, ensure_ascii=False, indent=2))
@@ -251,7 +273,7 @@ def _run(a: argparse.Namespace) -> int:
     elif a.command == "call":
         algo = client.algo(a.algorithm).set_options(timeout=a.timeout, stdout=a.stdout)
         t0 = time.perf_counter()
-        resp = algo.pipe(_input(a))
+        resp = algo.pipe(_input(a, client))
         result = resp.result
         md = resp.metadata
         if a.stdout and md.stdout:
@@ -269,6 +291,8 @@ def _run(a: argparse.Namespace) -> int:
             print(f"{s.name:32} {s.latest_version:12} {s.version_count:3} version(s)  {s.description}")
     elif a.command == "keys":
         _keys(client, a)
+    elif a.command == "data":
+        _data(client, a)
     elif a.command == "trace":
         print(waterfall(client.trace(a.trace_id)))
     elif a.command == "cert":
@@ -287,6 +311,31 @@ def _run(a: argparse.Namespace) -> int:
             print(f"{v.manifest.version:16} {'private' if v.private else 'public':8} {when}  "
                   f"sha256:{v.digest[:16]}")
     return 0
+
+
+def _data(client: Client, a: argparse.Namespace) -> None:
+    f = client.data(a.uri)
+    if a.data_command == "put":
+        info = f.put(sys.stdin.buffer if a.source == "-" else Path(a.source))
+        print(f"{info.uri}  {info.size} bytes  sha256:{info.sha256[:16]}")
+    elif a.data_command == "get":
+        if a.dest is None:
+            for chunk in f.chunks():
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            f.save(a.dest)
+    elif a.data_command == "ls":
+        if not parse_data_uri(a.uri).collection:
+            for c in f.collections():
+                print(c.uri)
+            return
+        for i in f.infos():
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(i.modified))
+            print(f"{i.size:>12}  {when}  {i.uri}")
+    elif a.data_command == "rm":
+        n = f.delete(recursive=a.recursive)
+        print(f"deleted {n} object(s)")
 
 
 def _keys(client: Client, a: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ def authenticate(keys: Callable[[], Mapping[str, registry_pb2.ApiKey]] | None) -
             who = ANYONE if keys is None else verify(credential, keys())
             who.check_call(parse_target(call.target).name)
             call.principal = who
+            call.data_access = who.data_grant
             return await inner(call)
         return handle
     return layer

@@ -107,6 +107,20 @@ def request_key(call: Call) -> bytes:
     return h.digest()
 
 
+def refers_to_data(body: bytes) -> bool:
+    """Is the call's input a data:// reference? Its bytes name an object whose contents
+    may change under the same name, so its answer is not kept. Read from the serialized
+    CallRequest's first bytes (``input``, field 1, then its ``content_type``, field 1,
+    equal to CONTENT_TYPE_DATA_REF), in the field order every protobuf encoder writes,
+    without decoding the body."""
+    if len(body) < 4 or body[0] != 0x0A:
+        return False
+    i = 1
+    while i < len(body) and body[i] & 0x80:  # the input's length, a varint
+        i += 1
+    return body[i + 1:i + 3] == b"\x08\x04"
+
+
 def _through(inner: Handler) -> Handler:
     return inner
 
@@ -120,7 +134,8 @@ def result_cache(cache: ResultCache | None) -> Layer:
         flights: dict[bytes, asyncio.Future[tuple[bytes, Trailing] | None]] = {}
 
         async def handle(call: Call) -> Reply:
-            if not call.cache or call.stream is not None:  # a stream is never kept (nor whole)
+            if not call.cache or call.stream is not None or refers_to_data(call.body):
+                # a stream is never kept (nor whole); a data:// reference's object can change
                 return await inner(call)
             key = request_key(call)
             while True:

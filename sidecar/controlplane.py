@@ -31,8 +31,9 @@ from algomesh.registry.service import MESH_METHODS, Registry, RegistryServicer, 
 from algomesh.registry.store import PASSING, open_store
 from algomesh.registry.resolve import owner_of
 from algomesh.registry.view import RegistryView
-from algomesh.v1 import registry_pb2, traces_pb2, traces_pb2_grpc
+from algomesh.v1 import data_pb2_grpc, registry_pb2, traces_pb2, traces_pb2_grpc
 
+from .blobs import BlobStore, DataServicer, client_access, sidecar_access
 from .dashboard import Dashboard
 from .edges import CallGraph
 from .prestart import PreStarter
@@ -107,7 +108,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     traces = TraceStore(cfg.data_dir / "traces.db", retention=cfg.trace_retention, max_spans=cfg.trace_max_spans,
                         observers=[graph.observe])
     provider = tracer_provider("algomesh-ingress", exporters=[StoreExporter(traces)], named_by_env=True)
-    server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE, TRACES_SERVICE])
+    server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE, TRACES_SERVICE, _wire.DATA_SERVICE])
     try:
         port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
     except RuntimeError:
@@ -122,7 +123,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     # The control plane's own certificate lasts as long as the CA: it holds the CA's key anyway.
     ca = None if cfg.insecure else MeshCA(lifetime=cfg.cert_lifetime)
     transport = MeshTransport(ca.issue(CONTROL_PLANE, lifetime=CA_LIFETIME) if ca else None)
-    mesh_server, mesh_health = new_server([REGISTRY_SERVICE, TRACE_SERVICE])
+    mesh_server, mesh_health = new_server([REGISTRY_SERVICE, TRACE_SERVICE, _wire.DATA_SERVICE])
     mesh_port = transport.listen(mesh_server, f"{cfg.host}:{cfg.mesh_port}")
     mesh_address = f"{cfg.host}:{mesh_port}"
 
@@ -206,6 +207,11 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys),
                             tracer=provider.get_tracer("algomesh"), metrics=metrics)
     traces_pb2_grpc.add_TracesServicer_to_server(TracesServicer(traces, identify_client), server)
+    # data:// objects: clients on the public port, algorithms (through their sidecars) on the mesh port
+    blobs = BlobStore(cfg.data_dir / "blobs")
+    data_pb2_grpc.add_DataServicer_to_server(DataServicer(blobs, lambda c: client_access(identify_client(c))), server)
+    data_pb2_grpc.add_DataServicer_to_server(DataServicer(
+        blobs, lambda c: sidecar_access(identify_sidecar(c), c.invocation_metadata())), mesh_server)
     mesh_server.add_generic_rpc_handlers((collector_handler(traces),))
     server.add_generic_rpc_handlers((mesh_handler(ingress, surface="ingress"),))
     await server.start()

@@ -36,6 +36,7 @@ class Context:
     deadline: float
     pipelines: bool = True  # False: the client's API key forbids pipes (keys create --no-pipelines)
     traceparent: str = ""   # the call's trace context, for pipes that do not send their own
+    data_access: str = ""   # OWNER:SCOPE of the API key the call runs for (data:// access, blobs.py)
 
 
 class Contexts:
@@ -55,8 +56,10 @@ class Contexts:
         running = list(self._by_token.values())
         if len(running) == 1:
             return running[0]
+        grants = {c.data_access for c in running}
         return Context(max((c.path for c in running), key=len), min(c.deadline for c in running),
-                       all(c.pipelines for c in running))  # (no trace: which call is it part of?)
+                       all(c.pipelines for c in running), "",
+                       grants.pop() if len(grants) == 1 else "")  # (no trace: which call is it part of?)
 
 
 def track(contexts: Contexts, me: str) -> Layer:
@@ -65,7 +68,7 @@ def track(contexts: Contexts, me: str) -> Layer:
             token = secrets.token_hex(12)
             contexts._by_token[token] = Context((*call.path, me), call.deadline,
                                                 call.principal is None or call.principal.pipelines,
-                                                call.traceparent)
+                                                call.traceparent, call.data_access)
             call.token = token
             try:
                 return await inner(call)
@@ -107,6 +110,7 @@ def lineage(contexts: Contexts, me: str, max_depth: int = DEFAULT_MAX_DEPTH) -> 
             call.path = path
             if not call.traceparent and ctx is not None:
                 call.traceparent = ctx.traceparent
+            call.data_access = ctx.data_access if ctx is not None else ""  # never the runner's own word
             return await inner(call)
         return handle
     return layer

@@ -246,6 +246,8 @@ class Router:
                     metadata += ((_wire.PATH_KEY, ",".join(call.path)),)
                 if call.traceparent:
                     metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
+                if call.data_access:  # whose data:// the stages may reach for this call (blobs.py)
+                    metadata += ((_wire.DATA_ACCESS_KEY, call.data_access),)
                 if not call.cache:  # the caller bypasses result caches (cache.py)
                     metadata += ((_wire.CACHE_KEY, "off"),)
                 if who is not None and who.owner:  # the ingress tells the first stage whose call it is

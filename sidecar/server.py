@@ -50,7 +50,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
     ingress = surface == "ingress"
 
     async def call(body: bytes, context: grpc.aio.ServicerContext, stream: Chunks | None = None) -> bytes:
-        target = token = path = caller = credential = key_owner = traceparent = ""
+        target = token = path = caller = credential = key_owner = traceparent = data_access = ""
         pipelines, credentials, cache = True, 0, True
         for key, value in context.invocation_metadata() or ():
             if key == _wire.TARGET_KEY:
@@ -72,6 +72,8 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
                     key_owner = value
                 elif key == _wire.NO_PIPELINES_KEY:
                     pipelines = False
+                elif key == _wire.DATA_ACCESS_KEY:  # from the ingress or a sidecar (both proven on a secure mesh)
+                    data_access = value
         try:
             if credentials > 1:
                 raise error("UNAUTHENTICATED", "send one authorization header, not several")
@@ -94,6 +96,7 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
                                      token=token, path=tuple(path.split(",")) if path else (),
                                      credential=credential, traceparent=traceparent, cache=cache, stream=stream,
+                                     data_access=data_access,
                                      principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
         except AlgomeshError as exc:
             await abort(context, exc)

@@ -1,7 +1,8 @@
 """One sidecar: the only way into and out of one algorithm instance.
 
     inbound   TCP, algomesh.v1.Mesh/Call from the ingress and other sidecars -> runner
-    outbound  Unix socket, Mesh/Call from the algorithm's own pipes -> the mesh
+    outbound  Unix socket, Mesh/Call from the algorithm's own pipes -> the mesh,
+              and Data (its data:// reads and writes) -> the control plane's blob store
 
 It starts the runner, registers the instance with the registry once the algorithm has
 loaded, and withdraws it on shutdown (SIGTERM/SIGINT). Its mesh certificate and key
@@ -29,6 +30,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from algomesh.registry.resolve import owner_of
 
 from .cache import ResultCache
+from .data_proxy import data_proxy
 from .lineage import Contexts
 from .meshtls import MeshCredentials, MeshTransport
 from .permit import may_answer, may_pipe
@@ -78,11 +80,12 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     port = transport.listen(inbound, f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
-    outbound, outbound_health = new_server([MESH_SERVICE])
+    outbound, outbound_health = new_server([MESH_SERVICE, _wire.DATA_SERVICE])
     outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
         router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
         max_depth=cfg.max_depth,
         permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer, metrics=metrics), surface="outbound"),))
+    outbound.add_generic_rpc_handlers((data_proxy(registry_channel, contexts),))  # data:// for the algorithm
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()

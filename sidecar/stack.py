@@ -46,6 +46,7 @@ class Call:
     principal: "Principal | None" = None           # the client (API key) the call runs for, if known
     traceparent: str = ""                          # W3C trace context: the parent, then each span's own
     cache: bool = True                             # False: algomesh-cache: off, bypass result caches
+    data_access: str = ""                          # OWNER:SCOPE of the client's key, hop to hop (blobs.py)
     stream: "Chunks | None" = None                 # a streamed call: its chunks both ways (body is b"")
 
 

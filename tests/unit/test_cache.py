@@ -204,3 +204,19 @@ def test_the_cache_gauges_read_the_cache_at_each_scrape():
     assert f"algomesh_cache_entries{labels} 2" in text
     assert f"algomesh_cache_bytes{labels} {2 * entry_size(b'x' * 10, ())}" in text
     assert f"algomesh_cache_evictions{labels} 1" in text
+
+
+def test_a_data_reference_is_recognised_from_the_request_bytes_alone():
+    from algomesh._data import DataFile
+    from algomesh._payload import encode
+    from algomesh.sidecar.cache import refers_to_data
+    from algomesh.v1 import payload_pb2
+
+    def body(value) -> bytes:
+        return payload_pb2.CallRequest(input=encode(value), capture_stdout=True).SerializeToString()
+
+    assert refers_to_data(body(DataFile("data://alice/c/x.bin")))
+    assert refers_to_data(body(DataFile("data://alice/c/" + "y" * 200 + "/" + "z" * 200)))  # a two-byte length varint
+    for other in ("data://alice/c/x.bin", b"\x08\x04", {"a": 1}, "", b""):
+        assert not refers_to_data(body(other)), other
+    assert not refers_to_data(b"")
