@@ -98,7 +98,8 @@ def test_swapping_the_sentiment_stage_is_one_name(client, ingest):
     # and a swapped call is one trace through the four stages, ending in 2.0.0
     resp = ingest.pipe({"tweets": ["what a lovely day"], "pipeline": SWAPPED})
     assert resp.result["records"][0]["sentiment"]["label"] == "positive"
-    trace = stored_trace(client, resp.metadata.trace_id, 1 + 2 * 4 + 3)
+    stages = ["tweets/ingest@1.0.0", "tweets/clean@1.0.0", "tweets/lemmatize@1.0.0", "tweets/sentiment@2.0.0"]
+    trace = stored_trace(client, resp.metadata.trace_id, 1 + 2 * 4 + 3, names=[f"apply {s}" for s in stages])
     applies = [s.name for s in trace.spans if s.name.startswith("apply ")]
     assert sorted(applies) == sorted(["apply tweets/ingest@1.0.0", "apply tweets/clean@1.0.0",
                                       "apply tweets/lemmatize@1.0.0", "apply tweets/sentiment@2.0.0"])
