@@ -27,12 +27,17 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 import grpc
 
+try:
+    from grpc._cython.cygrpc import InternalError as _InternalError
+except ImportError:  # pragma: no cover - see write_chunk
+    _InternalError = None
+
 from algomesh.v1 import payload_pb2
 
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import _BY_NAME, BINARY, TEXT, content_type_name
 
-CHUNK_BYTES = 1 << 20  # data per chunk when algomesh cuts a payload (bytes, files)
+CHUNK_BYTES = 256 * 1024  # data per chunk when algomesh cuts a payload (bytes, files, large pieces)
 
 __all__ = ["Stream", "StreamResponse", "AsyncStreamResponse", "CHUNK_BYTES"]
 
@@ -135,6 +140,31 @@ async def arequest_chunks(source: Any, content_type: str | None, capture_stdout:
         if chunk is None:
             return
         yield chunk
+
+
+async def write_chunk(rpc: grpc.aio.StreamStreamCall, chunk: bytes) -> bool:
+    """``rpc.write(chunk)``; False when the call takes no more chunks (it ended).
+
+    Not ``rpc.write`` itself where it can be helped: when a write fails because the peer
+    answered or went away while the chunk was on its way, grpc.aio replaces the call's
+    status with a bare INTERNAL one ("Internal error from Core") and stops reading, so the
+    peer's own status (a typed error: the algorithm's, the limit's) would be lost. Written
+    through the call's Cython object instead, a failed write only stops the sending; the
+    receiver reads on to the end and gets the peer's real status."""
+    call, ready = getattr(rpc, "_cython_call", None), getattr(rpc, "_metadata_sent", None)
+    if call is None or ready is None or _InternalError is None:  # another grpc.aio: its own write
+        await rpc.write(chunk)
+        return True
+    if not ready.is_set():
+        await ready.wait()
+    if rpc.done():
+        return False
+    try:
+        await call.send_serialized_message(chunk)
+    except _InternalError:
+        return False
+    return True
+
 
 
 class _Answer:
@@ -263,7 +293,7 @@ def start(multicallable: Callable[..., Any], source: Any, content_type: str | No
     def requests() -> Iterator[bytes]:
         try:
             yield from chunks
-        except BaseException as exc:  # grpc only logs it and cancels: keep it for the reader
+        except Exception as exc:  # grpc only logs it and cancels: keep it for the reader
             failed.append(exc)
             raise
 
@@ -285,7 +315,8 @@ class AsyncStreamResponse(_Answer):
     async def _send(self, chunks: AsyncIterator[bytes]) -> None:
         try:
             async for chunk in chunks:
-                await self._rpc.write(chunk)
+                if not await write_chunk(self._rpc, chunk):
+                    return  # the call ended: reading the answer says how
             await self._rpc.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the call ended: reading the answer says how

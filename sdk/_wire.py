@@ -33,10 +33,20 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024    # transport ceiling; the payload limit i
 ENV_ADDRESS = "ALGOMESH_ADDRESS"
 ENV_API_KEY = "ALGOMESH_API_KEY"
 
+# HTTP/2 flow control with a fixed window, on every channel and server of the mesh: gRPC's
+# bandwidth-delay probing otherwise grows a stream's window to tens of MiB on a fast link,
+# and that much of a streamed call (docs/streaming.md) is then buffered in each process it
+# passes. A fixed 1 MiB window keeps each direction of each hop to about a MiB and still
+# fills a loopback or LAN link (measured: 200 MiB, 256 KiB chunks, as fast as probing).
+FLOW_OPTIONS = (
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 1 << 20),
+)
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.enable_retries", 0),
+    *FLOW_OPTIONS,
 )
 # A client's channel to the mesh keeps gRPC's transparent retries: a call the transport
 # dropped before any server saw it (a connection reset under it) is sent again instead of

@@ -35,7 +35,7 @@ from .deadline import remaining
 from .procs import Child
 from .runtimes import RunnerSpec, start_runner
 from .stack import Call, Reply
-from .streaming import APPLY_STREAM_METHOD, pump
+from .streaming import APPLY_STREAM_METHOD, bare, pump
 
 log = logging.getLogger("algomesh.runner")
 
@@ -233,7 +233,7 @@ class RunnerProcess:
             return error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",
                          algorithm=self.algorithm, version=self.version)
         typed = from_rpc_error(exc)
-        if "grpc_code" not in typed.metadata:
+        if not bare(exc.trailing_metadata()):  # (a forwarded MESH_UNAVAILABLE has a grpc_code, yet was typed)
             # The runner answered with a typed error (ALGORITHM_ERROR, INVALID_INPUT, ...). Its
             # own errors name this algorithm; one it passed on from a pipe names the stage it
             # came from already (set by that stage's sidecar), and keeps it.

@@ -25,6 +25,7 @@ SERVER_OPTIONS = (
     ("grpc.max_send_message_length", _wire.MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", _wire.MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    *_wire.FLOW_OPTIONS,  # a fixed flow-control window: bounded memory per streamed call
 )
 
 

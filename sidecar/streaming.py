@@ -24,6 +24,8 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from algomesh._errors import STATUS_DETAILS_KEY
+from algomesh._stream import write_chunk
 from algomesh._wire import CALL_STREAM_METHOD
 
 APPLY_STREAM_METHOD = "/algomesh.v1.StreamRunner/ApplyStream"
@@ -94,7 +96,8 @@ async def pump(rpc: grpc.aio.StreamStreamCall, stream: Chunks) -> None:
 
     async def send() -> None:
         async for chunk in stream:
-            await rpc.write(chunk)
+            if not await write_chunk(rpc, chunk):
+                return  # the call ended: the receiver reads how
         await rpc.done_writing()
 
     async def receive() -> None:
@@ -123,3 +126,8 @@ async def pump(rpc: grpc.aio.StreamStreamCall, stream: Chunks) -> None:
             task.cancel()
         rpc.cancel()  # nothing if it ended already
         await asyncio.gather(sender, receiver, return_exceptions=True)
+
+
+def bare(trailing) -> bool:
+    """A status without algomesh's details: from gRPC itself, not from a server of ours."""
+    return not any(k == STATUS_DETAILS_KEY for k, _ in trailing or ())

@@ -1,0 +1,391 @@
+"""Streamed calls on a real mesh: 200 MiB through the ingress and through a two-stage pipe
+at bounded memory in every process, typed errors at every step of a stream, spans."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+
+import pytest
+
+import algomesh
+from tests.conftest import descendants, start_mesh, stop_mesh, stored_trace, write_algorithm
+
+MiB = 1 << 20
+BIG = 200            # MiB streamed by the memory tests
+GROWTH_BOUND = 64    # MiB any one process may grow by while they run (issue 9's bound)
+
+ROT = "bytes((i + {n}) % 256 for i in range(256))"
+
+# rotates every byte by 1, chunk by chunk (a generator: the answer streams back)
+ROT1 = f"""
+TABLE = {ROT.format(n=1)}
+
+def apply(stream):
+    for chunk in stream:
+        yield chunk.translate(TABLE)
+"""
+
+# rotates by 1 and streams the result on to st/rot2 from inside apply; answers with its answer
+RELAY = f"""
+import algomesh
+
+TABLE = {ROT.format(n=1)}
+client = algomesh.client()
+
+def apply(stream):
+    return client.algo("{{target}}").stream(chunk.translate(TABLE) for chunk in stream)
+"""
+
+ROT2 = f"""
+TABLE = {ROT.format(n=2)}
+
+def apply(stream):
+    for chunk in stream:
+        yield chunk.translate(TABLE)
+"""
+
+# streams back what it reads, and fails once it has read 3 MiB
+HALF = """
+def apply(stream):
+    seen = 0
+    for chunk in stream:
+        seen += len(chunk)
+        if seen > 3 * 1024 * 1024:
+            raise ValueError(f"gave up after {seen} bytes")
+        yield chunk
+"""
+
+# reads the stream as a file; a JSON answer (a value, not an iterator) and captured output
+COUNT = """
+import hashlib
+
+def apply(stream):
+    h, n = hashlib.sha256(), 0
+    while block := stream.read(100_000):
+        h.update(block)
+        n += len(block)
+    print("counted", n, stream.content_type)
+    return {"bytes": n, "sha256": h.hexdigest(), "content_type": stream.content_type}
+"""
+
+# dies in the middle of a stream
+DIES = """
+import os
+
+def apply(stream):
+    for i, chunk in enumerate(stream):
+        if i == 2:
+            os._exit(3)
+        yield chunk
+"""
+
+EXEC = """#!/bin/sh
+echo '{"ready": true}'
+while read -r line; do echo '{"id": 1, "type": "text", "data": "unary only"}'; done
+"""
+
+
+def blocks(n: int, table: bytes | None = None, digest=None):
+    """``n`` MiB of random bytes, made as they are sent (each MiB numbered, so a lost or
+    reordered chunk changes the digest); ``digest`` is fed what ``table`` makes of them."""
+    block = bytearray(os.urandom(MiB))
+    for i in range(n):
+        block[:8] = i.to_bytes(8, "big")
+        out = bytes(block)
+        if digest is not None:
+            digest.update(out.translate(table) if table else out)
+        yield out
+
+
+def status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+class Peaks:
+    """Peak resident memory of processes over a span of time: ``clear_refs`` resets each
+    one's high-water mark (VmHWM) to its current RSS at the start."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.start = {}
+        for pid in pids:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+            self.start[pid] = status(pid, "VmRSS")
+
+    def growth(self) -> dict[int, int]:
+        return {pid: status(pid, "VmHWM") - rss for pid, rss in self.start.items()}
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def label(pid: int) -> str:
+    cmd = cmdline(pid).split()
+    if pid == os.getpid():
+        return "client"
+    if "up" in cmd:
+        return "ingress"
+    if "algomesh.sidecar" in cmd:
+        return f"sidecar {cmd[cmd.index('--algorithm') + 1]}"
+    with open(f"/proc/{pid}/stat") as f:
+        parent = int(f.read().rsplit(")", 1)[1].split()[1])
+    return "runner " + label(parent).split()[-1]
+
+
+def on_the_way(mesh, *algorithms: str) -> list[int]:
+    """This process, the control plane (the ingress) and the sidecars and runners of
+    ``algorithms``."""
+    pids = [os.getpid(), mesh.process.pid]
+    for pid in descendants(mesh.process.pid):
+        sidecar = cmdline(pid)
+        if any(f"--algorithm {a} " in sidecar for a in algorithms):
+            pids += [pid, *descendants(pid)]
+    return pids
+
+
+@pytest.fixture(scope="module")
+def published(mesh, tmp_path_factory):
+    root = tmp_path_factory.mktemp("streaming")
+    for folder, name, code, toml in [
+        ("rot", "st/rot", ROT1, ""),
+        ("rot2", "st/rot2", ROT2, ""),
+        ("relay", "st/relay", RELAY.format(target="st/rot2"), '[permissions]\ncan_call = ["st/rot2"]\n'),
+        ("sneaky", "st/sneaky", RELAY.format(target="st/rot2"), ""),
+        ("half", "st/half", HALF, ""),
+        ("count", "st/count", COUNT, ""),
+        ("dies", "st/dies", DIES, ""),
+    ]:
+        mesh.publish(write_algorithm(root / folder, name, "1.0.0", code, extra_toml=toml))
+    exe = root / "exec"
+    write_algorithm(exe, "st/exec", "1.0.0", EXEC, entrypoint="run.sh")
+    (exe / "algomesh.toml").write_text('name = "st/exec"\nversion = "1.0.0"\nruntime = "exec"\nentrypoint = "run.sh"\n')
+    (exe / "run.sh").chmod(0o755)
+    mesh.publish(exe)
+
+
+def test_200_mib_through_the_ingress_at_bounded_memory(mesh, client, published):
+    rot = client.algo("st/rot")
+    assert rot.stream(b"hal").read() == b"ibm"  # warm: the instance runs before we measure
+    peaks = Peaks(on_the_way(mesh, "st/rot"))
+    assert len(peaks.start) == 4  # this process, the ingress, the sidecar, the runner
+    want, got, size = hashlib.sha256(), hashlib.sha256(), 0
+    t0 = time.monotonic()
+    answer = rot.stream(blocks(BIG, bytes((i + 1) % 256 for i in range(256)), want))
+    for chunk in answer.chunks():
+        got.update(chunk)
+        size += len(chunk)
+    seconds = time.monotonic() - t0
+    assert size == BIG * MiB and got.digest() == want.digest()
+    grown = {label(p): g // MiB for p, g in peaks.growth().items()}
+    assert max(grown.values()) < GROWTH_BOUND, grown
+    meta = answer.metadata
+    assert (meta.algorithm, meta.version, meta.content_type) == ("st/rot", "1.0.0", "binary")
+    assert meta.duration > 0 and meta.trace_id
+    print(f"{BIG} MiB in {seconds:.2f}s; growth MiB by process: {grown}")
+
+
+def test_200_mib_through_a_two_stage_pipe_at_bounded_memory(mesh, client, published):
+    relay = client.algo("st/relay")
+    assert relay.stream(b"hal").read() == b"kdo"  # +1 in st/relay, +2 in st/rot2
+    peaks = Peaks(on_the_way(mesh, "st/relay", "st/rot2"))
+    assert len(peaks.start) == 6
+    want, got, size = hashlib.sha256(), hashlib.sha256(), 0
+    answer = relay.stream(blocks(BIG, bytes((i + 3) % 256 for i in range(256)), want))
+    for chunk in answer.chunks():
+        got.update(chunk)
+        size += len(chunk)
+    assert size == BIG * MiB and got.digest() == want.digest()
+    grown = {label(p): g // MiB for p, g in peaks.growth().items()}
+    assert max(grown.values()) < GROWTH_BOUND, grown
+    print(f"growth MiB by process: {grown}")
+    # one trace: the client's call, the relay's apply and its pipe, the second stage's apply
+    trace = stored_trace(client, answer.metadata.trace_id, 6, names=["pipe st/rot2", "apply st/rot2@1.0.0"])
+    spans = {s.name: s for s in trace.spans}
+    assert {"call st/relay", "st/relay@1.0.0", "apply st/relay@1.0.0", "pipe st/rot2", "st/rot2@1.0.0",
+            "apply st/rot2@1.0.0"} <= set(spans)
+
+
+def test_a_stream_is_traced_like_a_unary_call(client, published):
+    answer = client.algo("st/rot").stream(blocks(3))
+    assert sum(len(c) for c in answer.chunks()) == 3 * MiB
+    trace = stored_trace(client, answer.metadata.trace_id, 3, names=["apply st/rot@1.0.0"])
+    names = [s.name for s in trace.spans]
+    assert names.count("call st/rot") == 1 and names.count("st/rot@1.0.0") == 1
+    assert names.count("apply st/rot@1.0.0") == 1
+    inbound = next(s for s in trace.spans if s.name == "st/rot@1.0.0")
+    attrs = dict(inbound.attributes)
+    assert attrs["algomesh.stream"] == "true"
+    assert int(attrs["algomesh.request_bytes"]) >= 3 * MiB and int(attrs["algomesh.response_bytes"]) >= 3 * MiB
+
+
+def test_a_value_answer_a_file_source_and_captured_output(client, published, tmp_path):
+    data = os.urandom(5 * MiB + 123)
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        answer = client.algo("st/count").set_options(stdout=True).stream(f)
+        out = answer.read()
+    import json
+    assert json.loads(out) == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                               "content_type": "binary"}
+    assert answer.content_type == "json" and answer.metadata.stdout == f"counted {len(data)} binary\n"
+    assert client.algo("st/count").stream("héllo").read() == b'{"bytes":6,"sha256":"' + \
+        hashlib.sha256("héllo".encode()).hexdigest().encode() + b'","content_type":"text"}'
+
+
+def test_save_and_the_async_client(mesh, published, tmp_path):
+    want = hashlib.sha256()
+
+    async def source():
+        for block in blocks(4, bytes((i + 1) % 256 for i in range(256)), want):
+            yield block
+
+    async def main():
+        async with algomesh.async_client(mesh.api_key, mesh.address) as c:
+            answer = c.algo("st/rot").stream(source())
+            n = await answer.save(tmp_path / "out.bin")
+            return n, answer.metadata
+
+    n, meta = asyncio.run(main())
+    assert n == 4 * MiB and meta.algorithm == "st/rot" and meta.content_type == "binary"
+    assert hashlib.sha256((tmp_path / "out.bin").read_bytes()).digest() == want.digest()
+
+
+def test_an_algorithm_error_mid_stream_is_typed_with_its_trace(client, published):
+    answer = client.algo("st/half").stream(blocks(10))
+    got = 0
+    with pytest.raises(algomesh.AlgorithmError) as e:
+        for chunk in answer.chunks():
+            got += len(chunk)
+    assert e.value.reason == "ALGORITHM_ERROR" and "gave up after" in e.value.message
+    assert "ValueError" in e.value.stacktrace and "raise ValueError" in e.value.stacktrace
+    assert e.value.algorithm == "st/half"
+    assert 0 < got <= 4 * MiB  # what it streamed before it failed arrived first
+    assert client.algo("st/half").stream(b"fine").read() == b"fine"  # and it serves the next
+
+
+def test_a_runner_that_dies_mid_stream_is_runner_crashed(client, published):
+    t0 = time.monotonic()
+    with pytest.raises(algomesh.RunnerCrashedError):
+        client.algo("st/dies").stream(blocks(20)).read()
+    assert time.monotonic() - t0 < 20
+    assert client.algo("st/dies").stream(b"ab").read() == b"ab"  # restarted by the next call
+
+
+def test_a_client_that_gives_up_frees_the_instance(client, published):
+    def forever():
+        while True:
+            yield b"x" * MiB
+
+    answer = client.algo("st/rot").stream(forever())
+    it = answer.chunks()
+    first = next(it)
+    assert first and set(first) == {ord("y")}
+    answer.cancel()
+    with pytest.raises(algomesh.AlgomeshError):
+        for _ in it:
+            pass
+    t0 = time.monotonic()  # the instance (concurrency 1) is free again at once, not at a deadline
+    assert client.algo("st/rot").stream(b"abc").read() == b"bcd"
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_runner_without_streams_is_streaming_unsupported(client, published):
+    assert client.algo("st/exec").pipe("x").result == "unary only"
+    with pytest.raises(algomesh.InvalidError) as e:
+        client.algo("st/exec").stream(b"x" * 10).read()
+    assert e.value.reason == "STREAMING_UNSUPPORTED" and "exec runner" in e.value.message
+
+
+def test_permissions_apply_to_streams(mesh, client, published):
+    with pytest.raises(algomesh.PermissionError_) as e:
+        client.algo("st/sneaky").stream(b"abc").read()
+    assert e.value.reason == "PERMISSION_DENIED" and "permissions.can_call" in e.value.message
+    with algomesh.client("amk_nobody_wrong", mesh.address) as stranger:
+        with pytest.raises(algomesh.PermissionError_) as e:
+            stranger.algo("st/rot").stream(b"abc").read()
+    assert e.value.reason == "UNAUTHENTICATED"
+    key = client.create_key("st", algorithms=["st/count"]).secret  # may call st/count only
+    with algomesh.client(key, mesh.address) as scoped:
+        assert scoped.algo("st/count").stream(b"ok").read().startswith(b'{"bytes":2')
+        with pytest.raises(algomesh.PermissionError_) as e:
+            scoped.algo("st/rot").stream(b"abc").read()
+    assert e.value.reason == "PERMISSION_DENIED"
+
+
+def test_bad_sources_are_invalid_input(client, published):
+    with pytest.raises(algomesh.InvalidError):
+        client.algo("st/rot").stream(42)
+    with pytest.raises(algomesh.InvalidError):
+        client.algo("st/rot").stream(b"x", content_type="yaml")
+    with pytest.raises(algomesh.InvalidError) as e:
+        client.algo("st/rot").stream([b"fine", 7]).read()
+    assert "bytes or str" in e.value.message
+
+
+@pytest.fixture(scope="module")
+def small_mesh(tmp_path_factory):
+    m = start_mesh(tmp_path_factory.mktemp("small"), "--max-stream-mb", "2")
+    yield m
+    stop_mesh(m)
+
+
+AMPLIFY = """
+import algomesh
+
+client = algomesh.client()
+
+def apply(stream):
+    data = stream.read()
+    return client.algo("st/rot2").stream(data for _ in range(8))
+"""
+
+
+def test_a_stream_over_the_limit_is_payload_too_large_on_every_hop(small_mesh, tmp_path):
+    small_mesh.publish(write_algorithm(tmp_path / "rot2", "st/rot2", "1.0.0", ROT2))
+    small_mesh.publish(write_algorithm(tmp_path / "amp", "st/amp", "1.0.0", AMPLIFY,
+                                       extra_toml='[permissions]\ncan_call = ["st/rot2"]\n'))
+    with small_mesh.client() as c:
+        assert len(c.algo("st/rot2").stream(blocks(1)).read()) == MiB  # under the limit
+        t0 = time.monotonic()
+        with pytest.raises(algomesh.LimitError) as e:  # the ingress counts and stops it
+            c.algo("st/rot2").stream(blocks(50)).read()
+        assert e.value.reason == "PAYLOAD_TOO_LARGE" and e.value.metadata["limit"] == str(2 * MiB)
+        assert time.monotonic() - t0 < 10
+        # 512 KiB in, 4 MiB out of st/amp to st/rot2: its own sidecar stops the pipe, and
+        # the typed error reaches the client through the algorithm
+        with pytest.raises(algomesh.LimitError) as e:
+            c.algo("st/amp").stream(b"z" * (MiB // 2)).read()
+        assert e.value.reason == "PAYLOAD_TOO_LARGE"
+
+
+def test_a_sidecar_that_dies_mid_stream_ends_it_typed(mesh, client, published):
+    relay = client.algo("st/relay")
+    assert relay.stream(b"a").read() == b"d"
+    second = [p for p in descendants(mesh.process.pid) if "--algorithm st/rot2 " in cmdline(p)
+              and "algomesh.sidecar" in cmdline(p)]
+    assert second
+
+    def slow():
+        for i, block in enumerate(blocks(400)):
+            if i == 40:  # well past the first chunk: the stream cannot be sent again elsewhere
+                for pid in second:
+                    os.kill(pid, signal.SIGKILL)
+            yield block
+
+    t0 = time.monotonic()
+    with pytest.raises(algomesh.AlgomeshError) as e:
+        for _ in relay.stream(slow()).chunks():
+            pass
+    assert time.monotonic() - t0 < 30
+    # the relay's pipe broke: its sidecar says so, typed, and the relay passes it on as it came
+    assert isinstance(e.value, algomesh.UnavailableError), repr(e.value)
