@@ -195,6 +195,7 @@ def run(a: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="algomesh-fanout-"))
+    load_at_start = list(os.getloadavg())
     meshes: dict[str, Up] = {}
     figs = {m: Figures() for m in MESHES}
     try:
@@ -232,6 +233,7 @@ def run(a: argparse.Namespace) -> int:
            "config": {"seconds": a.seconds, "size": a.size, "fps": FPS, "segment_seconds": SEGMENT_SECONDS,
                       "rounds": a.rounds, "smoke": a.smoke, "meshes": MESHES, "map_concurrency": 4},
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__,
+                       "loadavg_at_start": load_at_start,
                        "loadavg_at_end": list(os.getloadavg())},
            "summary": s,
            "runs": {m: {k: [vars(r) for r in getattr(f, k)] for k in vars(f)} for m, f in figs.items()}}
