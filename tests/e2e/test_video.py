@@ -43,7 +43,8 @@ def published(mesh, client):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    return {"3s": sample.make(d / "3s.mp4", 3), "5s": sample.make(d / "5s.mp4", 5)}
+    return {"3s": sample.make(d / "3s.mp4", 3), "5s": sample.make(d / "5s.mp4", 5),
+            "4.05s": sample.make(d / "4.05s.mp4", 4.05, rate=20)}
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,16 @@ def test_a_long_video_is_cut_into_segments_that_call_itself(client, transform, v
     assert names.count("apply video/transform@1.0.0") == 4
     assert names.count("pipe video/transform/1.0.0") == 3  # to its own exact version
     assert names.count("pipe video/style/1.*") == 25
+
+
+def test_a_tail_shorter_than_half_a_frame_is_no_segment(transform, videos, tmp_path):
+    """4.05 s at 5 fps is 20 frames in one piece; cut at 2 s it is two segments, not a
+    third of 0.05 s adding a frame of its own."""
+    src = videos["4.05s"]
+    whole, r1, _ = run(transform, tmp_path, src, "whole", fps=5, segment_seconds=0, concurrency=8)
+    cut, r2, _ = run(transform, tmp_path, src, "cut", fps=5, segment_seconds=2, concurrency=8)
+    assert (r1["segments"], r2["segments"]) == (1, 2)
+    assert sample.probe(whole).frames == sample.probe(cut).frames == r1["frames"] == r2["frames"] == 20
 
 
 def test_gif_out_of_segments(transform, videos, tmp_path):

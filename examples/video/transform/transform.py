@@ -175,7 +175,7 @@ def segmented(src: Path, tmp: Path, duration: float, fps: float, opts: Options, 
     """Cut into segments of a whole number of frames at ``fps``, each transformed by a call
     to this very algorithm (its own version), two at a time; join the results in order."""
     length = max(1, round(opts.segment_seconds * fps)) / fps
-    count = math.ceil(duration / length - 1e-6)
+    count = math.ceil((duration - 0.5 / fps) / length)  # a tail shorter than half a frame is no segment
     pieces = [ffmpeg.cut(src, i * length, length, tmp / f"segment-{i:04d}.mp4") for i in range(count)]
     # A segment is transformed whole (segment_seconds 0: it never cuts again), as mp4; the
     # format asked for is made once, at the end.
