@@ -412,10 +412,12 @@ class Stream(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(self)
-        if size == 0 or not self._fill():
-            return b""
-        out, self._buf = bytes(self._buf[:size]), self._buf[size:]
-        return out
+        parts, want = [], size
+        while want and self._fill():  # up to size bytes: fewer only at the end
+            part, self._buf = self._buf[:want], self._buf[want:]
+            parts.append(bytes(part))
+            want -= len(part)
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         return self.read(-1)

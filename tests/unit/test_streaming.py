@@ -1,0 +1,249 @@
+"""The stream machinery on real grpc.aio servers in this process: sidecar/streaming.py's
+pump (both ways, bounded, typed to the end, cancelled with its caller), the stream limit,
+and the SDK's chunking (sdk/_stream.py) and algomesh.Stream."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import grpc
+import pytest
+
+from algomesh import Stream
+from algomesh._errors import AlgomeshError, error, from_rpc_error, to_status
+from algomesh._stream import CHUNK_BYTES, check_source, request_chunks
+from algomesh._wire import CHANNEL_OPTIONS
+from algomesh.sidecar.limits import payload_limit
+from algomesh.sidecar.server import new_server
+from algomesh.sidecar.stack import Call, Reply
+from algomesh.sidecar.streaming import Chunks, pump
+from algomesh.v1 import payload_pb2
+
+KiB = 1024
+
+
+class Downstream:
+    """The next hop, as a real server: echoes each chunk upper-cased; ``fail_after`` chunks
+    in, it answers with a typed error while the caller is still sending."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.fail_after = fail_after
+        self.seen = 0
+        self.cancelled = asyncio.Event()
+        self.max_unanswered = 0
+
+    async def handle(self, requests, context) -> None:
+        try:
+            async for chunk in requests:
+                self.seen += 1
+                if self.fail_after is not None and self.seen > self.fail_after:
+                    await context.abort(*to_status(error("ALGORITHM_ERROR", "failed half-way",
+                                                         stacktrace="Traceback: ValueError")))
+                await context.write(chunk.upper())
+        except BaseException:  # cancelled: CancelledError, or its next write fails
+            self.cancelled.set()
+            raise
+
+    async def __aenter__(self):
+        self.server, _ = new_server(["test.Hop"])
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "test.Hop", {"S": grpc.stream_stream_rpc_method_handler(self.handle)}),))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+        return self
+
+    def open(self) -> grpc.aio.StreamStreamCall:
+        return self.channel.stream_stream("/test.Hop/S")(timeout=20)
+
+    async def __aexit__(self, *exc) -> None:
+        await self.channel.close()
+        await self.server.stop(None)
+
+
+async def source(n: int, size: int = 64 * KiB, pulled: list | None = None):
+    for i in range(n):
+        if pulled is not None:
+            pulled.append(i)
+        yield bytes([97 + i % 26]) * size
+
+
+def test_pump_passes_every_chunk_both_ways_and_counts_them():
+    async def main():
+        async with Downstream() as hop:
+            out: list[bytes] = []
+
+            async def write(chunk: bytes) -> None:
+                out.append(chunk)
+
+            chunks = Chunks(source(40), write)
+            await pump(hop.open(), chunks)
+            return out, chunks
+
+    out, chunks = asyncio.run(main())
+    assert out == [bytes([65 + i % 26]) * 64 * KiB for i in range(40)]
+    assert chunks.received == chunks.sent == 40 * 64 * KiB and chunks.pulled == 40
+
+
+def test_pump_reads_no_further_ahead_than_its_writes():
+    """A reader that stops stops the writer: the request is pulled only as the hop below
+    takes it (flow control), not into a queue."""
+    async def main():
+        async with Downstream() as hop:
+            pulled: list[int] = []
+            gate = asyncio.Event()
+
+            async def write(chunk: bytes) -> None:
+                await gate.wait()  # the caller above reads nothing for now
+
+            task = asyncio.ensure_future(pump(hop.open(), Chunks(source(1000, 256 * KiB, pulled), write)))
+            await asyncio.sleep(1.0)
+            held = len(pulled)
+            gate.set()
+            await task
+            return held, len(pulled)
+
+    held, total = asyncio.run(main())
+    assert total == 1000
+    assert held < 40, f"{held} chunks of 256 KiB pulled while nobody read the answer"
+
+
+def test_a_typed_error_mid_stream_arrives_typed_even_while_chunks_are_being_written():
+    """The hop below fails while this one is sending (the race where grpc.aio would report
+    a bare INTERNAL); its own status arrives, every time."""
+    async def main():
+        reasons = []
+        async with Downstream(fail_after=3) as hop:
+            for _ in range(25):
+                async def write(chunk: bytes) -> None:
+                    pass
+                try:
+                    await pump(hop.open(), Chunks(source(200, 128 * KiB), write))
+                except grpc.aio.AioRpcError as exc:
+                    typed = from_rpc_error(exc)
+                    reasons.append((typed.reason, typed.message, typed.stacktrace))
+                hop.seen = 0
+        return reasons
+
+    reasons = asyncio.run(main())
+    assert reasons == [("ALGORITHM_ERROR", "failed half-way", "Traceback: ValueError")] * 25
+
+
+def test_the_stream_limit_ends_the_stream_typed_and_cancels_the_hop_below():
+    async def main():
+        async with Downstream() as hop:
+            async def write(chunk: bytes) -> None:
+                pass
+
+            async def terminal(call: Call) -> Reply:
+                await pump(hop.open(), call.stream)
+                return Reply(b"")
+
+            handler = payload_limit(10 * KiB, max_stream=1000 * KiB)(terminal)
+            call = Call(body=b"", target="", deadline=0.0, stream=Chunks(source(100), write))
+            with pytest.raises(AlgomeshError) as e:
+                await handler(call)
+            await asyncio.wait_for(hop.cancelled.wait(), 5)
+            return e.value, call.stream.received
+
+    exc, received = asyncio.run(main())
+    assert exc.reason == "PAYLOAD_TOO_LARGE" and exc.metadata["limit"] == str(1000 * KiB)
+    assert received <= 1000 * KiB + 64 * KiB  # it stopped at the chunk that went over
+
+
+def test_a_caller_that_gives_up_cancels_the_hop_below():
+    async def main():
+        async with Downstream() as hop:
+            async def write(chunk: bytes) -> None:
+                await asyncio.sleep(3600)  # a caller that never reads again
+
+            task = asyncio.ensure_future(pump(hop.open(), Chunks(source(100), write)))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(hop.cancelled.wait(), 5)
+
+    asyncio.run(main())
+
+
+def test_rewind_only_while_nothing_past_the_first_chunk_went():
+    async def main():
+        async def write(chunk: bytes) -> None:
+            pass
+
+        fresh = Chunks(source(3), write)
+        assert fresh.rewind()
+        one = Chunks(source(3), write)
+        first = await one.__anext__()
+        assert one.rewind() and await one.__anext__() == first  # sent again
+        assert [len(c) for c in [await one.__anext__(), await one.__anext__()]] == [64 * KiB] * 2
+        assert not one.rewind()
+        answered = Chunks(source(3), write)
+        await answered.__anext__()
+        await answered.write(b"x")
+        assert not answered.rewind()
+
+    asyncio.run(main())
+
+
+def _chunks(raw: list[bytes]) -> list[payload_pb2.CallChunk]:
+    return [payload_pb2.CallChunk.FromString(r) for r in raw]
+
+
+def test_request_chunks_name_the_content_type_once_and_cut_big_pieces():
+    big = _chunks(list(request_chunks(b"x" * (CHUNK_BYTES * 2 + 5), None, True)))
+    assert [len(c.data) for c in big] == [CHUNK_BYTES, CHUNK_BYTES, 5]
+    assert big[0].content_type == payload_pb2.CONTENT_TYPE_BINARY and big[0].capture_stdout
+    assert all(c.content_type == 0 and not c.capture_stdout for c in big[1:])
+    assert _chunks(list(request_chunks("héllo", None, False)))[0].content_type == payload_pb2.CONTENT_TYPE_TEXT
+    assert _chunks(list(request_chunks(io.StringIO("a\nb"), None, False)))[0].data == b"a\nb"
+    text_file = _chunks(list(request_chunks(io.TextIOWrapper(io.BytesIO(b"abc")), None, False)))
+    assert text_file[0].content_type == payload_pb2.CONTENT_TYPE_TEXT
+    as_json = _chunks(list(request_chunks([b'{"a":', b"", b" 1}"], "json", False)))
+    assert as_json[0].content_type == payload_pb2.CONTENT_TYPE_JSON and b"".join(c.data for c in as_json) == b'{"a": 1}'
+    assert len(as_json) == 2  # an empty piece sends nothing
+    empty = _chunks(list(request_chunks(iter(()), None, False)))
+    assert len(empty) == 1 and empty[0].content_type == payload_pb2.CONTENT_TYPE_BINARY and not empty[0].data
+
+
+def test_what_cannot_be_streamed_is_invalid_input():
+    with pytest.raises(AlgomeshError) as e:
+        check_source(42, None)
+    assert e.value.reason == "INVALID_INPUT"
+    with pytest.raises(AlgomeshError):
+        check_source(b"x", "yaml")
+    with pytest.raises(AlgomeshError) as e:
+        list(request_chunks([b"ok", 3.5], None, False))
+    assert e.value.reason == "INVALID_INPUT" and "float" in e.value.message
+
+
+def test_stream_reads_like_a_file_and_iterates_chunks():
+    def make(pieces):
+        it = iter(pieces)
+        return Stream(lambda: next(it, None), "text")
+
+    s = make([b"hello ", b"", b"wor", b"ld\nsecond line\n", b"tail"])
+    assert s.content_type == "text" and s.readable()
+    assert s.read(3) == b"hel"
+    assert s.read(5) == b"lo wo"
+    assert s.readline() == b"rld\n"
+    buf = bytearray(7)
+    assert s.readinto(buf) == 7 and bytes(buf) == b"second "
+    assert list(s) == [b"line\n", b"tail"]  # the rest, chunk by chunk
+    assert s.read() == b"" and s.read(10) == b""
+    assert make([b"a", b"b", b"c"]).read() == b"abc"
+    assert list(io.BufferedReader(make([b"x\n" * 3, b"y"]))) == [b"x\n", b"x\n", b"x\n", b"y"]
+
+
+def test_stream_async_iteration_for_async_applies():
+    async def main():
+        pieces = iter([b"a", b"", b"bc"])
+
+        async def apull():
+            return next(pieces, None)
+
+        s = Stream(lambda: None, "binary", apull=apull)
+        return [c async for c in s]
+
+    assert asyncio.run(main()) == [b"a", b"bc"]
