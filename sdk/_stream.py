@@ -91,47 +91,53 @@ def _as_bytes(piece: Any) -> tuple[bytes, int]:
     raise error("INVALID_INPUT", f"a stream's pieces must be bytes or str, not {type(piece).__name__}")
 
 
-def request_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> Iterator[bytes]:
-    """Serialized request chunks for ``source``: the first names the content type (given,
-    else implied by the source or its first piece) and asks for stdout; none is empty
-    except a lone first one; pieces larger than CHUNK_BYTES are cut."""
-    pieces, implied = _pieces(source)
-    explicit = None if content_type is None else _content_type(content_type, BINARY)
-    first = True
-    for piece in pieces:
+class _Framer:
+    """Pieces (bytes or str, any size) -> serialized request chunks: the first names the
+    content type (given, else implied by the source or by its first piece) and asks for
+    stdout; pieces over CHUNK_BYTES are cut; empty ones send nothing, except that an empty
+    payload is still one chunk naming its type."""
+
+    def __init__(self, content_type: str | None, capture_stdout: bool) -> None:
+        self.explicit = None if content_type is None else _content_type(content_type, BINARY)
+        self.capture_stdout = capture_stdout
+        self.first = True
+
+    def feed(self, piece: Any, implied: int | None) -> Iterator[bytes]:
         data, kind = _as_bytes(piece)
         for part in (_cut(data) if len(data) > CHUNK_BYTES else (data,)):
-            if first:
-                ct = explicit or implied or kind
-                yield payload_pb2.CallChunk(content_type=ct, data=part, capture_stdout=capture_stdout).SerializeToString()
-                first = False
+            if self.first:
+                self.first = False
+                yield payload_pb2.CallChunk(content_type=self.explicit or implied or kind, data=part,
+                                            capture_stdout=self.capture_stdout).SerializeToString()
             elif part:
                 yield payload_pb2.CallChunk(data=part).SerializeToString()
-    if first:  # nothing at all: one chunk still says what the (empty) payload is
-        yield payload_pb2.CallChunk(content_type=explicit or implied or BINARY,
-                                    capture_stdout=capture_stdout).SerializeToString()
+
+    def end(self, implied: int | None) -> Iterator[bytes]:
+        if self.first:
+            yield payload_pb2.CallChunk(content_type=self.explicit or implied or BINARY,
+                                        capture_stdout=self.capture_stdout).SerializeToString()
+
+
+def request_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> Iterator[bytes]:
+    """Serialized request chunks for ``source`` (see ``_Framer``)."""
+    framer = _Framer(content_type, capture_stdout)
+    pieces, implied = _pieces(source)
+    for piece in pieces:
+        yield from framer.feed(piece, implied)
+    yield from framer.end(implied)
 
 
 async def arequest_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> AsyncIterator[bytes]:
     """``request_chunks`` for the async client: ``source`` may also be an async iterable;
     a file is read in a worker thread, so the event loop never waits on a disk."""
     if hasattr(source, "__aiter__"):
-        explicit = None if content_type is None else _content_type(content_type, BINARY)
-        implied = None
-        first = True
+        framer = _Framer(content_type, capture_stdout)
         async for piece in source:
-            data, kind = _as_bytes(piece)
-            for part in (_cut(data) if len(data) > CHUNK_BYTES else (data,)):
-                if first:  # a response we pass on knows its content type once its first chunk came
-                    implied = _BY_NAME.get(getattr(source, "content_type", None) or "", None)
-                    yield payload_pb2.CallChunk(content_type=explicit or implied or kind, data=part,
-                                                capture_stdout=capture_stdout).SerializeToString()
-                    first = False
-                elif part:
-                    yield payload_pb2.CallChunk(data=part).SerializeToString()
-        if first:
-            yield payload_pb2.CallChunk(content_type=explicit or implied or BINARY,
-                                        capture_stdout=capture_stdout).SerializeToString()
+            # an answer passed on knows its content type once its first chunk came
+            for chunk in framer.feed(piece, _BY_NAME.get(getattr(source, "content_type", None) or "")):
+                yield chunk
+        for chunk in framer.end(_BY_NAME.get(getattr(source, "content_type", None) or "")):
+            yield chunk
         return
     chunks = request_chunks(source, content_type, capture_stdout)
     blocking = callable(getattr(source, "read", None)) and not isinstance(source, (Stream, StreamResponse))

@@ -24,14 +24,14 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from algomesh._context import CALL_CONTEXT, forwarded
 from algomesh._errors import AlgomeshError, error, to_status
-from algomesh._payload import BINARY, TEXT, Payload, content_type_name, decode, encode
+from algomesh._payload import _BY_NAME, BINARY, TEXT, Payload, content_type_name, decode, encode
 from algomesh._stream import CHUNK_BYTES, Stream
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
@@ -138,18 +138,21 @@ def _piece(item: Any) -> tuple[bytes, int]:
 
 
 def _output(out: Any):
-    """What apply returned, as (bytes, content type) pieces: a value is one payload (as a
-    unary call encodes it), an iterator streams piece by piece."""
-    if isinstance(out, (Stream,)) or (callable(getattr(out, "chunks", None)) and hasattr(out, "content_type")):
+    """What apply returned, as (bytes, content type) pieces: another stream (an
+    ``algomesh.Stream`` or ``StreamResponse`` passed on) chunk by chunk with its content
+    type; an iterator piece by piece; any other value as one payload, encoded as a unary
+    call's answer would be."""
+    chunks = getattr(out, "chunks", None)
+    if callable(chunks) and hasattr(out, "content_type"):
         kind = None
-        for data in out.chunks():
-            kind = kind or {"text": TEXT, "json": payload_pb2.CONTENT_TYPE_JSON}.get(out.content_type or "", BINARY)
+        for data in chunks():
+            kind = kind or _BY_NAME.get(out.content_type or "", BINARY)
             yield data, kind
         if kind is None:  # an empty answer passed on
-            yield b"", {"text": TEXT, "json": payload_pb2.CONTENT_TYPE_JSON}.get(out.content_type or "", BINARY)
+            yield b"", _BY_NAME.get(out.content_type or "", BINARY)
         return
-    if isinstance(out, (bytes, bytearray, memoryview, str, Payload, dict, list, tuple, int, float, bool)) or out is None \
-            or not isinstance(out, (Iterator, Iterable)):
+    if out is None or not isinstance(out, Iterable) or isinstance(
+            out, (bytes, bytearray, memoryview, str, Payload, dict, list, tuple)):
         try:
             payload = encode(out)
         except AlgomeshError as exc:

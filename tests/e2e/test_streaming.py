@@ -82,6 +82,20 @@ def apply(stream):
         yield chunk
 """
 
+# an async apply: reads with `async for`, answers with an async generator; a unary call
+# to the same algorithm still gets the decoded value
+ASYNC_UPPER = """
+import algomesh
+
+async def apply(value):
+    if not isinstance(value, algomesh.Stream):
+        return value.upper()
+    async def out():
+        async for chunk in value:
+            yield chunk.upper()
+    return out()
+"""
+
 EXEC = """#!/bin/sh
 echo '{"ready": true}'
 while read -r line; do echo '{"id": 1, "type": "text", "data": "unary only"}'; done
@@ -163,6 +177,7 @@ def published(mesh, tmp_path_factory):
         ("half", "st/half", HALF, ""),
         ("count", "st/count", COUNT, ""),
         ("dies", "st/dies", DIES, ""),
+        ("aupper", "st/aupper", ASYNC_UPPER, ""),
     ]:
         mesh.publish(write_algorithm(root / folder, name, "1.0.0", code, extra_toml=toml))
     exe = root / "exec"
@@ -258,6 +273,14 @@ def test_save_and_the_async_client(mesh, published, tmp_path):
     n, meta = asyncio.run(main())
     assert n == 4 * MiB and meta.algorithm == "st/rot" and meta.content_type == "binary"
     assert hashlib.sha256((tmp_path / "out.bin").read_bytes()).digest() == want.digest()
+
+
+def test_an_async_apply_streams_both_ways(client, published):
+    aupper = client.algo("st/aupper")
+    answer = aupper.stream(b"abc" * (3 * MiB))  # 9 MiB, cut into chunks
+    assert sum(len(c) for c in answer.chunks()) == 9 * MiB and answer.content_type == "binary"
+    assert aupper.stream("hello").read() == b"HELLO"  # bytes out: the chunks are bytes
+    assert aupper.pipe("unary").result == "UNARY"
 
 
 def test_an_algorithm_error_mid_stream_is_typed_with_its_trace(client, published):
