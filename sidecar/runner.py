@@ -229,7 +229,7 @@ class RunnerProcess:
                          "runner, which does not take streamed calls (StreamRunner)",
                          algorithm=self.algorithm, version=self.version, runtime=self.runtime)
         if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            self._recycle = True
+            self._recycle = self._recycle or not streamed  # a stream's apply ends at its next read or write
             return error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",
                          algorithm=self.algorithm, version=self.version)
         typed = from_rpc_error(exc)

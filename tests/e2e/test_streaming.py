@@ -322,6 +322,20 @@ def test_a_client_that_gives_up_frees_the_instance(client, published):
     assert time.monotonic() - t0 < 5
 
 
+def test_a_stream_past_its_deadline_is_deadline_exceeded(client, published):
+    def slow():
+        while True:
+            time.sleep(0.05)
+            yield b"s" * 1000
+
+    t0 = time.monotonic()
+    with pytest.raises(algomesh.DeadlineExceededError):
+        for _ in client.algo("st/rot").set_options(timeout=1.5).stream(slow()).chunks():
+            pass
+    assert time.monotonic() - t0 < 5
+    assert client.algo("st/rot").stream(b"a").read() == b"b"
+
+
 def test_a_runner_without_streams_is_streaming_unsupported(client, published):
     assert client.algo("st/exec").pipe("x").result == "unary only"
     with pytest.raises(algomesh.InvalidError) as e:
