@@ -87,6 +87,9 @@ class Starts:
         self._tracer = tracer or otel.get_tracer("algomesh.launcher")
         self.on_start = on_start  # told before every start
         self._starting: dict[tuple[str, str], asyncio.Future[registry_pb2.Instance]] = {}
+        # every start on its way, whatever asked for it (a reservation, a scale, a rotation):
+        # each a future that resolves when it ends, to its instance or None
+        self._launching: dict[tuple[str, str], set[asyncio.Future]] = {}
         self._stopping = False
 
     async def _launch(self, info: registry_pb2.VersionInfo, reason: str) -> registry_pb2.Instance:
@@ -106,12 +109,20 @@ class Starts:
         found = self.ready(m.name, m.version)
         if found:
             return found, False
+        key = (m.name, m.version)
+        while key not in self._starting and self._launching.get(key):
+            # a start some other path asked for (min_instances, scale) is on its way: this
+            # call waits for it rather than start one more (which could pass max_instances)
+            await asyncio.wait(list(self._launching[key]), return_when=asyncio.FIRST_COMPLETED)
+            found = self.ready(m.name, m.version)
+            if found:
+                return found, False
         pending, started = self._starting_future(info, "cold-start")
         await asyncio.shield(pending)
         return self.ready(m.name, m.version) or [pending.result()], started
 
     def starting(self, name: str, version: str) -> bool:
-        return (name, version) in self._starting
+        return (name, version) in self._starting or bool(self._launching.get((name, version)))
 
     def _starting_future(self, info: registry_pb2.VersionInfo, reason: str) -> tuple[asyncio.Future, bool]:
         key = (info.manifest.name, info.manifest.version)
@@ -168,13 +179,25 @@ class Starts:
                 self.on_start(info)  # its followers start alongside it
             except Exception:
                 log.exception("the on_start hook failed for %s %s", m.name, m.version)
-        with self._tracer.start_as_current_span(
-                f"start {m.name}@{m.version}", kind=otel.SpanKind.INTERNAL,
-                attributes={"algomesh.algorithm": m.name, "algomesh.version": m.version,
-                            "algomesh.start.reason": reason, "algomesh.launcher": self.name}) as span:
-            instance = await self._launch(info, reason)
-            span.set_attribute("algomesh.instance", instance.id)
-            return instance
+        key = (m.name, m.version)
+        ended: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._launching.setdefault(key, set()).add(ended)
+        instance = None
+        try:
+            with self._tracer.start_as_current_span(
+                    f"start {m.name}@{m.version}", kind=otel.SpanKind.INTERNAL,
+                    attributes={"algomesh.algorithm": m.name, "algomesh.version": m.version,
+                                "algomesh.start.reason": reason, "algomesh.launcher": self.name}) as span:
+                instance = await self._launch(info, reason)
+                span.set_attribute("algomesh.instance", instance.id)
+                return instance
+        finally:
+            ended.set_result(instance)
+            waiting = self._launching.get(key)
+            if waiting is not None:
+                waiting.discard(ended)
+                if not waiting:
+                    del self._launching[key]
 
 
 def _log_failure(f: asyncio.Future) -> None:

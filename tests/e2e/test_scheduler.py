@@ -223,3 +223,18 @@ def test_never_more_instances_than_the_machine_holds(tmp_path):
             assert "not scaling up cap/slow 1.0.0: the machine has no room" in small.output
     finally:
         stop_mesh(small)
+
+
+def test_calls_while_reservations_start_wait_for_them_instead_of_starting_more(mesh, client, tmp_path):
+    # Found with the video example: calls that arrived while min_instances were still
+    # loading each started one more instance, past max_instances.
+    code = "import time\ndef load():\n    time.sleep(2)\ndef apply(x):\n    return x\n"
+    mesh.publish(write_algorithm(tmp_path / "rs", "sch/reserving", "1.0.0", code,
+                                 extra_toml="[scaling]\nmin_instances = 2\nmax_instances = 2\n"))
+    _wait(lambda: "reservation: sch/reserving 1.0.0" in mesh.output, 10, "the reservations to start")
+    algo = client.algo("sch/reserving")
+    responses = [algo.pipe(i) for i in range(6)]  # at once, while the two reservations load
+    assert [r.result for r in responses] == list(range(6))
+    assert not any(r.metadata.cold_start for r in responses), "a call started an instance of its own"
+    time.sleep(1)
+    assert len(_running(client, "sch/reserving")) == 2
