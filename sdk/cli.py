@@ -146,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--stdout", action="store_true", help="also print what the algorithm printed (to stderr)")
     call.add_argument("-o", "--output", type=Path, help="write the result to a file")
     call.add_argument("--meta", action="store_true", help="print the response metadata (to stderr)")
+    call.add_argument("-s", "--stream", action="store_true",
+                      help="stream the input (-f/-t/-d, a file or '-' for stdin, read as it is sent) and the "
+                           "answer (to -o or stdout, as it arrives): payloads of any size (docs/streaming.md)")
 
     dat = sub.add_parser("data", help="data:// objects: put, get, ls, rm (docs/data.md)")
     dsub = dat.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -178,6 +181,36 @@ def _input(a: argparse.Namespace, client: Client) -> Any:
     raw = a.data if a.data is not None and a.data != "-" else sys.stdin.buffer.read()
     # Sent as declared: a malformed document gets the mesh's INVALID_INPUT, like any client.
     return Payload(raw.encode() if isinstance(raw, str) else raw, "json")
+
+
+def _stream_input(a: argparse.Namespace) -> tuple[Any, str]:
+    """``call --stream``'s source, never read whole: a file or stdin, chunk by chunk."""
+    if a.ref is not None:
+        raise error("INVALID_INPUT", "--stream sends bytes; pass the reference without --stream")
+    given, kind = ((a.text, "text") if a.text is not None else (a.file, "binary") if a.file is not None
+                   else (a.data if a.data is not None else "-", "json"))
+    if given == "-":
+        return sys.stdin.buffer, kind
+    if kind == "binary":
+        return open(given, "rb"), kind
+    return given.encode(), kind
+
+
+def _call_stream(algo: Any, a: argparse.Namespace) -> None:
+    source, kind = _stream_input(a)
+    answer = algo.stream(source, content_type=kind)
+    if a.output is not None:
+        answer.save(a.output)
+    else:
+        for chunk in answer.chunks():
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    md = answer.metadata
+    if a.stdout and md.stdout:
+        sys.stderr.write(md.stdout)
+    if a.meta:
+        print(f"{md.algorithm} {md.version}  {md.content_type}  apply {md.duration * 1000:.1f} ms  streamed"
+              f"  trace {md.trace_id}", file=sys.stderr)
 
 
 def _print_result(result: Any, output: Path | None) -> None:
@@ -272,6 +305,9 @@ def _run(a: argparse.Namespace) -> int:
             print(f"  {inst.id}  {inst.address}")
     elif a.command == "call":
         algo = client.algo(a.algorithm).set_options(timeout=a.timeout, stdout=a.stdout)
+        if a.stream:
+            _call_stream(algo, a)
+            return 0
         t0 = time.perf_counter()
         resp = algo.pipe(_input(a, client))
         result = resp.result

@@ -336,6 +336,19 @@ def test_a_stream_past_its_deadline_is_deadline_exceeded(client, published):
     assert client.algo("st/rot").stream(b"a").read() == b"b"
 
 
+def test_the_cli_streams_files_and_stdin(mesh, published, tmp_path):
+    out = mesh.cli("call", "st/rot", "--stream", "-f", "-", input=b"abc")
+    assert out.returncode == 0 and out.stdout == b"bcd", out.stderr
+    data = os.urandom(3 * MiB)
+    (tmp_path / "in.bin").write_bytes(data)
+    out = mesh.cli("call", "st/rot", "--stream", "-f", str(tmp_path / "in.bin"), "-o", str(tmp_path / "out.bin"),
+                   "--meta")
+    assert out.returncode == 0 and b"st/rot 1.0.0  binary" in out.stderr and b"streamed" in out.stderr
+    assert (tmp_path / "out.bin").read_bytes() == data.translate(bytes((i + 1) % 256 for i in range(256)))
+    out = mesh.cli("call", "st/exec", "--stream", "-t", "x")
+    assert out.returncode != 0 and b"STREAMING_UNSUPPORTED" in out.stderr
+
+
 def test_a_runner_without_streams_is_streaming_unsupported(client, published):
     assert client.algo("st/exec").pipe("x").result == "unary only"
     with pytest.raises(algomesh.InvalidError) as e:
