@@ -9,7 +9,9 @@ sidecar, or straight from the control plane's RegistryView in the ingress; when 
 stream breaks the last good view keeps serving.
 
 ``Router`` is the terminal handler of the outbound and ingress stacks: it picks one of the
-instances by the power of two choices on outstanding requests, keeps one channel per
+instances by the power of two choices on outstanding requests (for a deterministic
+algorithm, the instance the request's bytes hash to, whose result cache may hold the
+answer), keeps one channel per
 instance, never decodes the payload, and retries once on another instance when the one it
 picked turns out to be gone (the request never reached an algorithm). A streamed call opens
 a stream-stream call to the instance and pumps its chunks both ways (streaming.py); it is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -39,6 +42,8 @@ from .streaming import CALL_STREAM_METHOD, pump
 from .tracing import traceparent
 
 log = logging.getLogger("algomesh.route")
+
+AFFINITY_SLACK = 8  # calls in flight a cache-affine instance may have beyond the least busy one
 
 
 @dataclass(frozen=True)
@@ -227,18 +232,30 @@ class Router:
             # inside a handler looks to grpc.aio like the client's own cancellation.
             asyncio.ensure_future(entry[0].close(grace=_wire.DEFAULT_TIMEOUT))
 
-    def _pick(self, addresses: tuple[str, ...]) -> str:
+    def _pick(self, addresses: tuple[str, ...], call: Call | None = None, loc: Location | None = None) -> str:
         if len(addresses) == 1:
             return addresses[0]
-        a, b = random.sample(addresses, 2)  # power of two choices: the less busy of two
         load = self._outstanding
+        if call is not None and loc is not None and call.cache and call.stream is None and self._cached(loc):
+            # A deterministic algorithm keeps a result cache per instance (cache.py): the same
+            # request goes to the same instance (rendezvous hashing: when one comes or goes
+            # only its share moves), unless that one is far busier than the least busy.
+            digest = hashlib.blake2b(call.body, digest_size=16).digest()
+            chosen = max(addresses, key=lambda a: hashlib.blake2b(a.encode(), digest_size=8, key=digest).digest())
+            if load.get(chosen, 0) <= min(load.get(a, 0) for a in addresses) + AFFINITY_SLACK:
+                return chosen
+        a, b = random.sample(addresses, 2)  # power of two choices: the less busy of two
         return a if load.get(a, 0) <= load.get(b, 0) else b
+
+    def _cached(self, loc: Location) -> bool:
+        m = self.directory.table.manifest(loc.name, loc.version)
+        return m is not None and m.deterministic
 
     async def __call__(self, call: Call) -> Reply:
         who = call.principal
         for attempt in (1, 2, 3):
             loc = await self.directory.locate(call.target, who.owner if who is not None else None)
-            address = self._pick(loc.addresses)
+            address = self._pick(loc.addresses, call, loc)
             self._outstanding[address] = self._outstanding.get(address, 0) + 1
             try:
                 metadata = ((_wire.TARGET_KEY, f"{loc.name}/{loc.version}"),) + self._caller

@@ -221,3 +221,31 @@ def test_algomesh_up_refuses_a_bad_cache_size(tmp_path):
         out = subprocess.run([sys.executable, "-m", "algomesh.cli", "up", "--data-dir", str(tmp_path / "d"),
                               "--port", "0", "--cache-mb", bad], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "--cache-mb must be between 0 (off) and 1048576" in out.stderr, out.stderr
+
+
+def test_with_several_instances_the_same_request_finds_the_same_cache(mesh, client, counters, tmp_path):
+    # Each instance keeps its own cache; the routers send a deterministic algorithm's
+    # request to the instance its bytes hash to, so a repeat is a hit whichever instance
+    # answered first, and distinct requests still spread over the instances.
+    counter = tmp_path / "spread.calls"
+    mesh.publish(write_algorithm(tmp_path / "spread", "cache/spread", "1.0.0",
+                                 COUNTED.format(counter=str(counter)), extra_toml="deterministic = true\n"))
+    assert len(client.scale("cache/spread", 2).instances) == 2
+    algo = client.algo("cache/spread")
+    deadline = time.monotonic() + 10  # until the ingress's view has both (a moment after scale answers)
+    while len({r.result["pid"] for r in algo.map([f"warm {i} {time.time()}" for i in range(8)])}) < 2:
+        assert time.monotonic() < deadline, "the ingress never routed to the second instance"
+    first = [r.result for r in algo.map([f"frame {i}" for i in range(24)], concurrency=4)]
+    assert len({r["pid"] for r in first}) == 2, "distinct requests all went to one instance"
+    again = algo.map([f"frame {i}" for i in range(24)], concurrency=4)
+    assert all(r.metadata.cache_hit for r in again), sum(r.metadata.cache_hit for r in again)
+    assert [r.result for r in again] == first
+    assert invocations(counter, "frame 0") == 1 and sum(invocations(counter, f"frame {i}") for i in range(24)) == 24
+    # a pipeline through another algorithm's sidecar finds the same instances' caches
+    left = client.algo("cache/left")
+    client.scale("cache/count", 2)
+    deadline = time.monotonic() + 10  # until cache/left's sidecar has both in its view
+    while len({left.pipe(f"warm {i} {time.time()}").result["result"]["pid"] for i in range(8)}) < 2:
+        assert time.monotonic() < deadline, "cache/left's sidecar never routed to the second instance"
+    firsts = [left.pipe(f"p{i}").result for i in range(8)]
+    assert all(left.pipe(f"p{i}").result["hit"] for i in range(8)), firsts
