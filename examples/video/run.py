@@ -61,11 +61,14 @@ def wait_for_instances(client: algomesh.Client, name: str = "video/style", timeo
         time.sleep(0.2)
 
 
-def transform(client: algomesh.Client, video: bytes, options: dict) -> tuple[bytes, dict, algomesh.Response, float]:
-    """The styled video, the algorithm's report, the response, and the call's wall time."""
+def transform(client: algomesh.Client, video: "bytes | algomesh.DataFile",
+              options: dict) -> tuple["bytes | algomesh.DataFile", dict, algomesh.Response, float]:
+    """The styled video (bytes, or for a video sent by reference a reference to the styled
+    one), the algorithm's report, the response, and the call's wall time."""
     algo = client.algo(TRANSFORM).set_options(timeout=600, stdout=True)
     t0 = time.perf_counter()
-    resp = algo.pipe({"video": base64.b64encode(video).decode("ascii"), **options})
+    sent = video.uri if isinstance(video, algomesh.DataFile) else base64.b64encode(video).decode("ascii")
+    resp = algo.pipe({"video": sent, **options})
     out = resp.result
     took = time.perf_counter() - t0
     report = {}
@@ -92,6 +95,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4, help="frames in flight to video/style (default 4)")
     p.add_argument("--out", help="where to write the styled video (default styled.FORMAT)")
     p.add_argument("--no-publish", action="store_true", help="the algorithms are published already")
+    p.add_argument("--inline", action="store_true",
+                   help="send the video in the call itself (default: by reference, data://.my/videos/...)")
     a = p.parse_args()
     style = int(a.style) if a.style.isdigit() else a.style
     out_path = Path(a.out or f"styled.{a.format}")
@@ -111,11 +116,21 @@ def main() -> None:
         if a.fps:
             options["fps"] = a.fps
         print(f"\nvideo/transform {', '.join(f'{k}={v}' for k, v in options.items())}")
+        if a.inline:
+            video = source.read_bytes()
+        else:  # the video travels by reference: put once, read and written in chunks by the algorithm
+            video = client.data(f"data://.my/videos/{source.name}")
+            info = video.put(source)
+            print(f"put {info.uri} ({info.size} bytes)")
         try:
-            styled, report, resp, took = transform(client, source.read_bytes(), options)
+            styled, report, resp, took = transform(client, video, options)
         except (algomesh.InvalidError, algomesh.LimitError) as e:
             raise SystemExit(f"{e.reason}: {e.message}") from None
-        out_path.write_bytes(styled)
+        if isinstance(styled, algomesh.DataFile):
+            print(f"got {styled.uri}")
+            styled.save(out_path)
+        else:
+            out_path.write_bytes(styled)
         before, after = sample.probe(source), sample.probe(out_path)
         print(describe("input", before))
         print(describe("output", after))
@@ -124,7 +139,7 @@ def main() -> None:
         for instance, n in sorted(report.get("styled_by", {}).items()):
             bar = "█" * round(30 * n / max(after.frames, 1))
             print(f"  video/style instance {instance:<24} {n:4d} frames  {bar}")
-        print(f"\nWrote {out_path} ({len(styled)} bytes)")
+        print(f"\nWrote {out_path} ({out_path.stat().st_size} bytes)")
         print(f"The call's trace: algomesh trace {resp.metadata.trace_id}")
 
 

@@ -212,6 +212,36 @@ def tmp_png(video) -> bytes:
     return buf.getvalue()
 
 
+def test_a_video_by_reference_comes_back_by_reference(client, transform, videos, tmp_path):
+    """Large videos travel as data:// references (docs/data.md): the algorithm reads the
+    input and writes the result in chunks through its sidecar; only URIs cross the mesh."""
+    src = client.data("data://admin/videos/5s.mp4")
+    src.put(videos["5s"])
+    resp = transform.pipe(src)  # a reference alone: the defaults (own rate, 5 s segments)
+    out = resp.result
+    assert isinstance(out, algomesh.DataFile) and out.uri == "data://admin/videos/5s-styled.mp4"
+    assert resp.metadata.content_type == "data"
+    info = sample.probe(out.save(tmp_path / "ref.mp4"))
+    assert (info.frames, info.duration) == (50, pytest.approx(5.0, abs=0.01))
+    assert difference(sample.pictures(videos["5s"])[7], sample.pictures(tmp_path / "ref.mp4")[7]) > STYLED
+    # JSON names the input by URI and where the result goes; segments (2 s) still call itself
+    resp = transform.pipe({"video": src.uri, "fps": 4, "segment_seconds": 2, "format": "gif",
+                           "output": "data://admin/styled/short.gif"})
+    assert resp.result.uri == "data://admin/styled/short.gif"
+    info = sample.probe(resp.result.save(tmp_path / "short.gif"))
+    assert info.frames == 20
+    # a reader-only key may send its video, but the result cannot be written for it
+    reader = algomesh.client(client.create_key("admin", data="read").secret, address=client.address)
+    with pytest.raises(algomesh.PermissionError_) as e:
+        reader.algo("video/transform").set_options(timeout=120).pipe(reader.data(src.uri)).result
+    assert "may not write" in e.value.message
+    reader.close()
+    # a URI that names nothing is the store's typed error, through the algorithm
+    with pytest.raises(algomesh.NotFoundError) as e:
+        transform.pipe({"video": "data://admin/videos/missing.mp4"}).result
+    assert e.value.reason == "DATA_NOT_FOUND"
+
+
 def test_the_readme_command_runs_the_demo(tmp_path):
     """`bash examples/video/demo.sh`: a mesh of its own, the algorithms published, a 5 s
     sample styled at 5 fps in three segments, the video written, the mesh stopped."""
@@ -227,6 +257,9 @@ def test_the_readme_command_runs_the_demo(tmp_path):
     assert re.search(r"^3 segment\(s\), 25 frames styled in ", text, re.M), text
     assert len(re.findall(r"^  video/style instance ", text, re.M)) == 2, text
     assert sample.probe(tmp_path / "styled.mp4").frames == 25
+    # the video went by reference, and came back as one
+    assert re.search(r"^put data://admin/videos/sample\.mp4 \(\d+ bytes\)$", text, re.M), text
+    assert re.search(r"^got data://admin/videos/sample-styled\.mp4$", text, re.M), text
     assert text.rstrip().endswith("Mesh stopped.")
     scratch = re.search(r"algomesh up --data-dir (\S+)/data\)", text).group(1)
     assert not os.path.exists(scratch)

@@ -3,15 +3,20 @@
 Input, either:
   - BINARY: the video (any container ffmpeg reads: mp4, mkv, webm, gif, ...), with the
     defaults below;
-  - JSON {"video": "<base64>", and any of:
+  - a data:// reference to the video (a DataFile: docs/data.md), with the defaults below;
+  - JSON {"video": "<base64>" or "data://owner/collection/path", and any of:
       "fps": frames a second to split at and to play back at (default: the video's own),
       "style": 0..25 or a blend "3:0.5,12:0.5" (default 0), "strength": 0..1 (default 1),
       "segment_seconds": cut a longer video into segments this long (default 5; 0: never),
       "format": "mp4" (H.264, default) or "gif",
       "concurrency": frames in flight to video/style at once (default 4),
-      "cache": false to bypass video/style's result cache (default true)}.
-Output: BINARY, the styled video at ``fps``: one frame per frame split, so it lasts
-frames / fps seconds.
+      "cache": false to bypass video/style's result cache (default true),
+      "output": "data://..." where to write the styled video}.
+Output: the styled video at ``fps``: one frame per frame split, so it lasts frames / fps
+seconds. BINARY for a video sent as bytes; for a video sent by reference, a reference to
+the styled one, written next to it (``in.mp4`` -> ``in-styled.mp4``) or to ``output``: a
+large video never travels through the mesh as one payload, and is read and written in
+chunks (the caller's key needs data write access for the result).
 
 How: ffmpeg (imageio-ffmpeg's) splits the video into PNG frames at ``fps``; every frame
 goes to ``video/style`` by ``algo.map(frames, concurrency=N)``, which the mesh balances
@@ -49,7 +54,7 @@ MAX_FPS = 60.0
 MAX_FRAMES = 1500           # frames one call styles itself; a longer video needs segments
 SEGMENTS_AT_ONCE = 2        # segment calls in flight (each holds one of this instance's slots)
 REPORT = "report "
-OPTIONS = ("video", "fps", "style", "strength", "segment_seconds", "format", "concurrency", "cache")
+OPTIONS = ("video", "fps", "style", "strength", "segment_seconds", "format", "concurrency", "cache", "output")
 
 client = None
 me = ""  # owner/name/version of this algorithm: a segment goes to exactly this version
@@ -71,6 +76,7 @@ class Options:
     format: str = "mp4"
     concurrency: int = 4
     cache: bool = True
+    output: str = ""          # data:// URI for the result ("" : bytes, or next to a referenced input)
 
 
 @dataclass
@@ -97,23 +103,34 @@ def _number(value, name: str, low: float, high: float, *, integer: bool = False)
     return value
 
 
-def parse(input) -> tuple[bytes, Options]:
-    """The video's bytes and the options, or InvalidError naming what is wrong."""
+def parse(input) -> tuple["bytes | algomesh.DataFile", Options]:
+    """The video (its bytes, or a reference to it) and the options, or InvalidError naming
+    what is wrong."""
     if isinstance(input, (bytes, bytearray)):
         return bytes(input), Options()
+    if isinstance(input, algomesh.DataFile):
+        return input, Options()
     if not isinstance(input, dict):
-        raise algomesh.InvalidError('a video is BINARY bytes or JSON {"video": base64, "fps": N, "style": N, ...}, '
-                                    f"not {type(input).__name__}")
+        raise algomesh.InvalidError('a video is BINARY bytes, a data:// reference or JSON {"video": base64 or '
+                                    f'"data://...", "fps": N, "style": N, ...}}, not {type(input).__name__}')
     unknown = sorted(set(input) - set(OPTIONS))
     if unknown:
         raise algomesh.InvalidError(f"unknown field {unknown[0]!r}: the fields are {', '.join(OPTIONS)}")
     if not isinstance(input.get("video"), str):
-        raise algomesh.InvalidError('JSON input needs "video": the video file, base64-encoded')
-    try:
-        data = base64.b64decode(input["video"], validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise algomesh.InvalidError(f'"video" is not base64: {e}') from None
+        raise algomesh.InvalidError('JSON input needs "video": the video file base64-encoded, or its data:// URI')
+    if input["video"].startswith("data://"):
+        data = client.data(input["video"])  # INVALID_DATA_URI if it is not one
+    else:
+        try:
+            data = base64.b64decode(input["video"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise algomesh.InvalidError(f'"video" is not base64 (nor a data:// URI): {e}') from None
     opts = Options()
+    if "output" in input:
+        if not isinstance(input["output"], str) or not input["output"].startswith("data://"):
+            raise algomesh.InvalidError('"output" is a data:// URI for the styled video')
+        client.data(input["output"])  # INVALID_DATA_URI early
+        opts = replace(opts, output=input["output"])
     if input.get("fps") is not None:
         opts = replace(opts, fps=float(_number(input["fps"], "fps", 0.1, MAX_FPS)))
     if "style" in input:
@@ -157,7 +174,7 @@ def style_frames(pictures: list[Path], opts: Options, out: Path, report: Report)
     report.styled_by = dict(by)
 
 
-def whole(src: Path, tmp: Path, fps: float, opts: Options, report: Report) -> bytes:
+def whole(src: Path, tmp: Path, fps: float, opts: Options, report: Report) -> Path:
     """Split, style, combine: the video as one piece."""
     pictures = ffmpeg.frames(src, fps, tmp / "frames")
     if not pictures:
@@ -168,10 +185,10 @@ def whole(src: Path, tmp: Path, fps: float, opts: Options, report: Report) -> by
     style_frames(pictures, opts, tmp / "styled", report)
     out = ffmpeg.encode(tmp / "styled", fps, tmp / f"out.{opts.format}", opts.format)
     report.frames = len(pictures)
-    return out.read_bytes()
+    return out
 
 
-def segmented(src: Path, tmp: Path, duration: float, fps: float, opts: Options, report: Report) -> bytes:
+def segmented(src: Path, tmp: Path, duration: float, fps: float, opts: Options, report: Report) -> Path:
     """Cut into segments of a whole number of frames at ``fps``, each transformed by a call
     to this very algorithm (its own version), two at a time; join the results in order."""
     length = max(1, round(opts.segment_seconds * fps)) / fps
@@ -179,7 +196,8 @@ def segmented(src: Path, tmp: Path, duration: float, fps: float, opts: Options, 
     pieces = [ffmpeg.cut(src, i * length, length, tmp / f"segment-{i:04d}.mp4") for i in range(count)]
     # A segment is transformed whole (segment_seconds 0: it never cuts again), as mp4; the
     # format asked for is made once, at the end.
-    child = {**asdict(opts), "fps": fps, "segment_seconds": 0, "format": "mp4"}
+    child = {**{k: v for k, v in asdict(opts).items() if k != "output"},  # a segment comes back as bytes
+             "fps": fps, "segment_seconds": 0, "format": "mp4"}
     calls = ({**child, "video": base64.b64encode(p.read_bytes()).decode("ascii")} for p in pieces)
     done = []
     itself = client.algo(me).set_options(stdout=True)
@@ -188,7 +206,7 @@ def segmented(src: Path, tmp: Path, duration: float, fps: float, opts: Options, 
         done[-1].write_bytes(resp.result)  # a segment that failed raises its own typed error
         report.add(read_report(resp.metadata.stdout or ""))
     report.segments = count
-    return ffmpeg.concat(done, tmp / f"out.{opts.format}", opts.format).read_bytes()
+    return ffmpeg.concat(done, tmp / f"out.{opts.format}", opts.format)
 
 
 def read_report(stdout: str) -> Report:
@@ -207,7 +225,10 @@ def apply(input):
     with tempfile.TemporaryDirectory(prefix="video-transform-") as name:
         tmp = Path(name)
         src = tmp / "input"
-        src.write_bytes(data)
+        if isinstance(data, algomesh.DataFile):
+            data.save(src)  # in chunks: the video is never one payload, nor in memory whole
+        else:
+            src.write_bytes(data)
         info = ffmpeg.probe(src)
         fps = opts.fps or info.fps
         if not 0 < fps <= MAX_FPS:
@@ -218,7 +239,20 @@ def apply(input):
             out = segmented(src, tmp, info.duration, fps, opts, report)
         else:
             out = whole(src, tmp, fps, opts, report)
+        if isinstance(data, algomesh.DataFile) or opts.output:
+            target = client.data(opts.output or styled_name(data.uri, opts.format))
+            target.put(out)  # streamed from the file
+            out = target
+        else:
+            out = out.read_bytes()
     report.fps, report.duration = fps, round(report.frames / fps, 6)
     report.seconds = round(time.perf_counter() - t0, 3)
     print(REPORT + json.dumps(asdict(report), sort_keys=True))
     return out
+
+
+def styled_name(uri: str, fmt: str) -> str:
+    """Next to the input: data://a/v/in.mp4 -> data://a/v/in-styled.mp4 (gif: .gif)."""
+    folder, _, name = uri.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{folder}/{stem}-styled.{fmt}"
