@@ -6,6 +6,7 @@
     entrypoint = "clean.py"        # the module with apply(input) and optional load()
     description = "..."
     deterministic = false          # results may be cached
+    isolation = "process"          # or "shared" (python): run inside the sidecar's process
 
     [permissions]
     can_call = ["demo/tokenize"]   # globs of algorithms this one may pipe to; "*" for any
@@ -35,7 +36,8 @@ FILENAME = "algomesh.toml"
 RUNTIMES = ("python", "node", "go", "rust", "cpp", "java", "exec")
 MAX_INSTANCES = 64  # instances of one version, whatever a manifest or a Scale asks
 _TOP_KEYS = {"name", "version", "runtime", "entrypoint", "description", "deterministic",
-             "permissions", "scaling", "build"}
+             "permissions", "scaling", "build", "isolation"}
+ISOLATIONS = ("process", "shared")
 
 
 def _bad(msg: str) -> Exception:
@@ -69,6 +71,11 @@ def parse_manifest(text: str) -> registry_pb2.Manifest:
     entrypoint = _get(doc, "entrypoint", str, "")
     if not entrypoint or entrypoint.startswith("/") or ".." in Path(entrypoint).parts:
         raise _bad("entrypoint must be a relative path inside the algorithm's folder")
+    isolation = _get(doc, "isolation", str, "process")
+    if isolation not in ISOLATIONS:
+        raise _bad(f"isolation must be process or shared, not {isolation!r}")
+    if isolation == "shared" and runtime != "python":
+        raise _bad("isolation = \"shared\" runs the algorithm inside the (Python) sidecar: runtime python only")
     perms = _get(doc, "permissions", dict, {})
     can_call = _get(perms, "can_call", list, [])
     if not all(isinstance(g, str) for g in can_call):
@@ -98,6 +105,7 @@ def parse_manifest(text: str) -> registry_pb2.Manifest:
         description=_get(doc, "description", str, ""),
         deterministic=_get(doc, "deterministic", bool, False),
         build=_get(doc, "build", str, ""),
+        isolation="" if isolation == "process" else isolation,  # the default stays unset: digests unchanged
         permissions=registry_pb2.Permissions(can_call=can_call, callability=callability),
         scaling=registry_pb2.Scaling(**numbers),
     )

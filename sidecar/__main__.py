@@ -15,7 +15,7 @@ from .config import SidecarConfig  # noqa: E402 (light: argparse and the runner 
 cfg = SidecarConfig.from_argv()
 stdin = None if cfg.cert_dir or cfg.insecure else sys.stdin.buffer.read()  # before the runner exists
 early = None
-if not cfg.external_runner:
+if not cfg.external_runner and cfg.isolation != "shared":
     from .runtimes import start_runner  # noqa: E402
     early = start_runner(cfg.runtime, cfg.runner_spec(), cfg.runner_env())
 

@@ -48,6 +48,7 @@ class SidecarConfig:
     external_runner: bool = False  # the runner serves runner_socket itself (another container)
     deterministic: bool = False    # the manifest's deterministic: results are cached (cache.py)
     cache_mb: float = 64.0         # the result cache's bound in MiB, this instance (0: none)
+    isolation: str = "process"     # "shared": the (Python) algorithm runs in this process (embedded.py)
 
     @property
     def runner_socket(self) -> str:
@@ -81,6 +82,8 @@ class SidecarConfig:
                        help="the algorithm is deterministic: cache its results (docs/caching.md)")
         p.add_argument("--cache-mb", type=_cache_mb, default=64.0,
                        help="bound of the result cache of a deterministic algorithm, MiB (default 64; 0: none)")
+        p.add_argument("--isolation", choices=("process", "shared"), default="process",
+                       help="shared: load the (Python) algorithm into this process, no runner process")
         a = p.parse_args(argv)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items()})
 

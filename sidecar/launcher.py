@@ -181,7 +181,8 @@ class LocalLauncher(Starts):
                *(("--max-stream", str(self.max_stream)) if self.max_stream is not None else ()),
                "--callability", m.permissions.callability or "public",
                *(arg for glob in m.permissions.can_call for arg in ("--can-call", glob)),
-               *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ())]
+               *(("--deterministic", "--cache-mb", str(self.cache_mb)) if m.deterministic else ()),
+               *(("--isolation", "shared") if m.isolation == "shared" else ())]
         creds = None
         if self._issue is None:
             cmd.append("--insecure")

@@ -55,9 +55,15 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     registry_channel = transport.channel(cfg.registry, options=_wire.CHANNEL_OPTIONS)
     registry = registry_pb2_grpc.RegistryStub(registry_channel)
 
-    runner = RunnerProcess(
-        algorithm=cfg.algorithm, version=cfg.version, runtime=cfg.runtime,
-        spec=cfg.runner_spec(), env=cfg.runner_env(), external=cfg.external_runner, early=early)
+    if cfg.isolation == "shared":  # the algorithm in this process (embedded.py)
+        from .embedded import EmbeddedRunner
+        runner = EmbeddedRunner(algorithm=cfg.algorithm, version=cfg.version, path=cfg.path,
+                                entrypoint=cfg.entrypoint, concurrency=cfg.concurrency,
+                                outbound_socket=cfg.outbound_socket)
+    else:
+        runner = RunnerProcess(
+            algorithm=cfg.algorithm, version=cfg.version, runtime=cfg.runtime,
+            spec=cfg.runner_spec(), env=cfg.runner_env(), external=cfg.external_runner, early=early)
     owner = owner_of(cfg.algorithm)  # its owner's private versions resolve for it
     directory = Directory(remote_locator(registry_channel), requester=owner)
     identity = f"{cfg.algorithm}@{cfg.version}"

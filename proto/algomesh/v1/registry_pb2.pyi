@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Manifest(_message.Message):
-    __slots__ = ("name", "version", "runtime", "entrypoint", "description", "permissions", "deterministic", "scaling", "build")
+    __slots__ = ("name", "version", "runtime", "entrypoint", "description", "permissions", "deterministic", "scaling", "build", "isolation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class Manifest(_message.Message):
     DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
     SCALING_FIELD_NUMBER: _ClassVar[int]
     BUILD_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     runtime: str
@@ -26,7 +27,8 @@ class Manifest(_message.Message):
     deterministic: bool
     scaling: Scaling
     build: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., runtime: _Optional[str] = ..., entrypoint: _Optional[str] = ..., description: _Optional[str] = ..., permissions: _Optional[_Union[Permissions, _Mapping]] = ..., deterministic: _Optional[bool] = ..., scaling: _Optional[_Union[Scaling, _Mapping]] = ..., build: _Optional[str] = ...) -> None: ...
+    isolation: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., runtime: _Optional[str] = ..., entrypoint: _Optional[str] = ..., description: _Optional[str] = ..., permissions: _Optional[_Union[Permissions, _Mapping]] = ..., deterministic: _Optional[bool] = ..., scaling: _Optional[_Union[Scaling, _Mapping]] = ..., build: _Optional[str] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class Permissions(_message.Message):
     __slots__ = ("can_call", "callability")

@@ -35,6 +35,11 @@ type Manifest struct {
 	Deterministic bool                   `protobuf:"varint,7,opt,name=deterministic,proto3" json:"deterministic,omitempty"` // results may be cached
 	Scaling       *Scaling               `protobuf:"bytes,8,opt,name=scaling,proto3" json:"scaling,omitempty"`
 	Build         string                 `protobuf:"bytes,9,opt,name=build,proto3" json:"build,omitempty"` // build command run at publish time (compiled runtimes)
+	// "process" (default): the algorithm runs in a runner process of its own, which sees
+	// nothing of its sidecar (its mesh key, other calls); "shared" (python only): it runs
+	// inside its sidecar's process, without the hop between them (trusted code; see
+	// docs/runners.md).
+	Isolation     string `protobuf:"bytes,10,opt,name=isolation,proto3" json:"isolation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,6 +133,13 @@ func (x *Manifest) GetScaling() *Scaling {
 func (x *Manifest) GetBuild() string {
 	if x != nil {
 		return x.Build
+	}
+	return ""
+}
+
+func (x *Manifest) GetIsolation() string {
+	if x != nil {
+		return x.Isolation
 	}
 	return ""
 }
@@ -1957,7 +1969,7 @@ var File_algomesh_v1_registry_proto protoreflect.FileDescriptor
 
 const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aalgomesh/v1/registry.proto\x12\valgomesh.v1\"\xbc\x02\n" +
+	"\x1aalgomesh/v1/registry.proto\x12\valgomesh.v1\"\xda\x02\n" +
 	"\bManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -1969,7 +1981,9 @@ const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\vpermissions\x18\x06 \x01(\v2\x18.algomesh.v1.PermissionsR\vpermissions\x12$\n" +
 	"\rdeterministic\x18\a \x01(\bR\rdeterministic\x12.\n" +
 	"\ascaling\x18\b \x01(\v2\x14.algomesh.v1.ScalingR\ascaling\x12\x14\n" +
-	"\x05build\x18\t \x01(\tR\x05build\"J\n" +
+	"\x05build\x18\t \x01(\tR\x05build\x12\x1c\n" +
+	"\tisolation\x18\n" +
+	" \x01(\tR\tisolation\"J\n" +
 	"\vPermissions\x12\x19\n" +
 	"\bcan_call\x18\x01 \x03(\tR\acanCall\x12 \n" +
 	"\vcallability\x18\x02 \x01(\tR\vcallability\"\xe9\x01\n" +

@@ -1,0 +1,103 @@
+"""isolation = "shared": a Python algorithm inside its sidecar's process (sidecar/embedded.py).
+
+The same programming model as a runner process (load once, apply per call, pipes, errors
+with stack traces, captured output, typed bad input), with no runner process under the
+sidecar."""
+import os
+
+import pytest
+
+import algomesh
+from tests.conftest import descendants, write_algorithm
+
+SHARED = 'isolation = "shared"\n'
+
+ECHO = """\
+import os
+LOADS = []
+def load():
+    LOADS.append(1)
+def apply(x):
+    print("echoing", x)
+    return {"x": x, "pid": os.getpid(), "loads": len(LOADS), "cwd": os.getcwd()}
+"""
+
+PIPE = """\
+import algomesh
+def apply(x):
+    return algomesh.client().algo("emb/echo").pipe(x).result
+"""
+
+FAIL = """\
+def apply(x):
+    return helper(x)
+def helper(x):
+    raise ValueError(f"no good: {x}")
+"""
+
+ASYNC = """\
+import algomesh
+async def apply(x):
+    return (await algomesh.async_client().algo("emb/echo").pipe(x))._raw().response.output.data.decode()
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def published(mesh, tmp_path_factory):
+    d = tmp_path_factory.mktemp("emb")
+    mesh.publish(write_algorithm(d / "echo", "emb/echo", "1.0.0", ECHO, extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "pipe", "emb/pipe", "1.0.0", PIPE,
+                                 extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
+    mesh.publish(write_algorithm(d / "fail", "emb/fail", "1.0.0", FAIL, extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "broken", "emb/broken", "1.0.0", "raise ImportError('missing thing')\n",
+                                 extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "async", "emb/async", "1.0.0", ASYNC,
+                                 extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline") as f:
+        return f.read().replace("\0", " ")
+
+
+def test_the_algorithm_runs_in_its_sidecars_process(mesh, client):
+    resp = client.algo("emb/echo").set_options(stdout=True).pipe("hi")
+    out = resp.result
+    assert out["x"] == "hi" and out["loads"] == 1
+    assert "algomesh.sidecar" in _cmdline(out["pid"]), "the answer did not come from the sidecar's own process"
+    assert os.path.isfile(os.path.join(out["cwd"], "main.py"))  # it runs in its own folder, as a runner does
+    assert resp.metadata.stdout == "echoing hi\n"
+    assert (resp.metadata.algorithm, resp.metadata.version) == ("emb/echo", "1.0.0")
+    # no runner process below it
+    assert [p for p in descendants(out["pid"])] == []
+    assert client.algo("emb/echo").pipe("again").result["loads"] == 1  # load() once
+
+
+def test_pipes_errors_and_async_apply(client):
+    assert client.algo("emb/pipe").pipe("through").result["x"] == "through"
+    with pytest.raises(algomesh.AlgorithmError) as e:
+        client.algo("emb/fail").pipe(3).result
+    assert e.value.reason == "ALGORITHM_ERROR" and "no good: 3" in e.value.message
+    assert "helper" in e.value.stacktrace and e.value.metadata["algorithm"] == "emb/fail"
+    with pytest.raises(algomesh.AlgomeshError) as e:
+        client.algo("emb/broken").pipe(1).result
+    assert e.value.reason == "ALGORITHM_LOAD_FAILED" and "missing thing" in e.value.message
+    assert '"x":"async"' in client.algo("emb/async").pipe("async").result
+
+
+def test_a_stream_is_refused_typed(client):
+    with pytest.raises(algomesh.AlgomeshError) as e:
+        client.algo("emb/echo").stream(b"x" * 1000).read()
+    assert e.value.reason == "STREAMING_UNSUPPORTED"
+
+
+def test_the_manifest_checks_it(tmp_path, client):
+    folder = write_algorithm(tmp_path / "n", "emb/node", "1.0.0", "x", extra_toml=SHARED)
+    (folder / "algomesh.toml").write_text((folder / "algomesh.toml").read_text().replace('"python"', '"node"'))
+    with pytest.raises(algomesh.InvalidError) as e:
+        client.publish(folder)
+    assert "runtime python only" in e.value.message
+    folder = write_algorithm(tmp_path / "b", "emb/bad", "1.0.0", "x", extra_toml='isolation = "thread"\n')
+    with pytest.raises(algomesh.InvalidError) as e:
+        client.publish(folder)
+    assert "isolation must be process or shared" in e.value.message
