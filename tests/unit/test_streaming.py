@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import time
 
 import grpc
 import pytest
@@ -14,6 +16,7 @@ from algomesh._errors import AlgomeshError, error, from_rpc_error, to_status
 from algomesh._stream import CHUNK_BYTES, check_source, request_chunks
 from algomesh._wire import CHANNEL_OPTIONS
 from algomesh.sidecar.limits import payload_limit
+from algomesh.sidecar.route import Directory, Location, Router
 from algomesh.sidecar.server import new_server
 from algomesh.sidecar.stack import Call, Reply
 from algomesh.sidecar.streaming import Chunks, pump
@@ -247,3 +250,39 @@ def test_stream_async_iteration_for_async_applies():
         return [c async for c in s]
 
     assert asyncio.run(main()) == [b"a", b"bc"]
+
+
+def test_the_router_sends_a_stream_again_to_another_instance_if_the_first_is_gone():
+    """The instance it picked refuses the connection before taking more than the first
+    chunk: the whole stream, first chunk included, goes to the next one."""
+    async def main():
+        hop = Downstream()
+        hop.server, _ = new_server(["algomesh.v1.Mesh"])
+        hop.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "algomesh.v1.Mesh", {"CallStream": grpc.stream_stream_rpc_method_handler(hop.handle)}),))
+        live = f"127.0.0.1:{hop.server.add_insecure_port('127.0.0.1:0')}"
+        await hop.server.start()
+        with socket.socket() as sock:  # a port nobody listens on: the connection is refused
+            sock.bind(("127.0.0.1", 0))
+            dead = f"127.0.0.1:{sock.getsockname()[1]}"
+        asked: list[str] = []
+
+        async def locate(target: str, requester: str) -> Location:
+            asked.append(target)
+            return Location("t/echo", "1.0.0", (dead,) if len(asked) == 1 else (live,))
+
+        router = Router(Directory(locate))
+        out: list[bytes] = []
+
+        async def write(chunk: bytes) -> None:
+            out.append(chunk)
+
+        call = Call(body=b"", target="t/echo", deadline=time.monotonic() + 20, stream=Chunks(source(30), write))
+        await router(call)
+        await router.close()
+        await hop.server.stop(None)
+        return out, asked
+
+    out, asked = asyncio.run(main())
+    assert len(asked) == 2
+    assert out == [bytes([65 + i % 26]) * 64 * KiB for i in range(30)]
