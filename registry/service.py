@@ -172,8 +172,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     def __init__(self, registry: Registry, view: RegistryView, identify: Identify, locator: Locator | None = None,
                  scaler: Scaler | None = None, issue: Callable[[str, float], tuple[bytes, bytes, bytes]] | None = None,
-                 reserved: tuple[str, ...] = (), on_locate: Callable[[registry_pb2.VersionInfo], object] | None = None
-                 ) -> None:
+                 reserved: tuple[str, ...] = (), on_locate: Callable[[registry_pb2.VersionInfo], object] | None = None,
+                 mesh_ca: str = "") -> None:
         self.registry = registry
         self.view = view
         self.identify = identify
@@ -182,6 +182,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.issue = issue        # (identity, lifetime) -> (ca, cert, key) PEMs; None: no mesh CA
         self.reserved = reserved  # identities no one may get a certificate for
         self.on_locate = on_locate  # told each version located (the scheduler pre-starts what follows)
+        self.mesh_ca = mesh_ca      # PEM: clients check instances' client_address with it
 
     @rescued
     async def Publish(self, request, context):
@@ -236,7 +237,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if self.on_locate is not None:
             self.on_locate(info)
         instances, cold = await self.locator(info)
-        return registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold)
+        return registry_pb2.LocateResponse(version=info, instances=instances, cold_start=cold, mesh_ca=self.mesh_ca)
 
     @rescued
     async def Locate(self, request, context):

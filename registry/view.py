@@ -31,7 +31,7 @@ class RegistryView:
         self.revision = 0
         self.versions: list[registry_pb2.VersionInfo] = []
         self.instances: list[registry_pb2.Instance] = []
-        self.keys: dict[str, registry_pb2.ApiKey] = {}  # by id; never sent to subscribers
+        self.keys: dict[str, registry_pb2.ApiKey] = {}  # by id; salted hashes, in the view for sidecars
         self.stale: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._moved = asyncio.Event()
@@ -97,8 +97,9 @@ class RegistryView:
     # on the event loop ----------------------------------------------------------------
 
     def _apply(self, feed: str, data: list) -> None:
-        if feed == "keys":  # read at call time; subscribers' views do not carry keys
+        if feed == "keys":
             self._apply_keys(data)
+            self._bump()  # sidecars that take clients' calls straight verify keys from the view
             return
         if feed == "versions":
             self.versions = data
@@ -158,5 +159,5 @@ class RegistryView:
         if self._snapshot is None or self._snapshot.revision != self.revision:
             self._snapshot = registry_pb2.View(revision=self.revision, versions=self.versions,
                                                instances=[i for i in self.instances if i.state == PASSING],
-                                               stale=self.stale or "")
+                                               stale=self.stale or "", keys=list(self.keys.values()))
         return self._snapshot

@@ -22,6 +22,7 @@ from . import _wire
 from ._archive import pack
 from ._context import CALL_CONTEXT
 from ._data import DataFile
+from ._direct import Routes, aio_channel, sync_channel, went_away
 from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import content_type_name, decode, encode
 from ._refs import Target, parse_target
@@ -200,12 +201,19 @@ class Algorithm:
             self._start(input, out, token)
         return Response(out, self._client)
 
-    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: tuple) -> None:
+    def _start(self, value: Any, out: "concurrent.futures.Future[_Raw]", token: tuple,
+               ingress: bool = False) -> None:
+        routes = self._client._routes
+        route = None if ingress or routes is None or token else routes.lookup(self.target)
         try:
             body = _request(value, self._options)
-            call = self._client._call.future(
+            if route is None:
+                send, target = self._client._call, self.target
+            else:  # straight to an instance (_direct.py)
+                (exact, send), target = route, parse_target(route[0])
+            call = send.future(
                 body,
-                metadata=_call_metadata(self.target, self._client.api_key, token, value, self._options),
+                metadata=_call_metadata(target, self._client.api_key, token, value, self._options),
                 timeout=self._options.timeout,
             )
         except AlgomeshError as exc:
@@ -216,7 +224,12 @@ class Algorithm:
             try:
                 out.set_result(_Raw(f.result(), f.trailing_metadata()))
             except grpc.RpcError as exc:
-                out.set_exception(from_rpc_error(exc))
+                typed = from_rpc_error(exc)
+                if route is not None and went_away(typed):  # that instance is gone: ask again, via the ingress
+                    routes.drop(self.target)
+                    self._start(value, out, token, ingress=True)
+                    return
+                out.set_exception(typed)
             except grpc.FutureCancelledError:
                 out.set_exception(error("INTERNAL", "call cancelled"))
             except Exception as exc:  # undecodable response from a foreign server
@@ -264,10 +277,15 @@ class Algorithm:
 class Client:
     """A connection to the mesh. Inside an algorithm it reaches the algorithm's sidecar."""
 
-    def __init__(self, api_key: str | None = None, address: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, address: str | None = None, *, direct: bool | None = None) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get(_wire.ENV_API_KEY)
         self.address = _wire.resolve_address(address)
         self._channel = grpc.insecure_channel(self.address, options=_wire.CLIENT_CHANNEL_OPTIONS)
+        # straight to the instances (docs/sdk.md); never from inside an algorithm (its sidecar routes)
+        if direct is None:
+            direct = os.environ.get(_wire.ENV_DIRECT, "") in ("1", "true", "yes")
+        self._routes = (Routes(self.address, self.api_key, sync_channel)
+                        if direct and not self.address.startswith("unix:") else None)
         self._call: Callable[..., Any] = self._channel.unary_unary(_wire.CALL_METHOD)
         self._call_stream: Callable[..., Any] = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
 
@@ -348,6 +366,9 @@ class Client:
                               stub=traces_pb2_grpc.TracesStub(self._channel))
 
     def close(self) -> None:
+        if self._routes is not None:
+            for channel in self._routes.opened():
+                channel.close()
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -357,10 +378,12 @@ class Client:
         self.close()
 
 
-def client(api_key: str | None = None, address: str | None = None) -> Client:
+def client(api_key: str | None = None, address: str | None = None, *, direct: bool | None = None) -> Client:
     """``algomesh.client("KEY")``: key and address fall back to ALGOMESH_API_KEY,
-    ALGOMESH_ADDRESS, then localhost:7700."""
-    return Client(api_key, address)
+    ALGOMESH_ADDRESS, then localhost:7700. ``direct=True`` (or ALGOMESH_DIRECT=1): calls
+    go straight to the algorithms' instances once the client knows where they run, not
+    through the ingress (docs/sdk.md)."""
+    return Client(api_key, address, direct=direct)
 
 
 # ---------------------------------------------------------------------------- async
@@ -404,6 +427,20 @@ class AsyncAlgorithm:
         elif isinstance(value, Response):
             value = (await value)._raw()
         body = _request(value, self._options)
+        routes = self._client._routes
+        route = None if routes is None or token else routes.lookup(self.target)
+        if route is not None:  # straight to an instance (_direct.py)
+            exact, send = route
+            call = send(body, metadata=_call_metadata(parse_target(exact), self._client.api_key, token, value,
+                                                      self._options), timeout=self._options.timeout)
+            try:
+                reply = await call
+                return _Raw(reply, await call.trailing_metadata())
+            except grpc.RpcError as exc:
+                typed = from_rpc_error(exc)
+                if not went_away(typed):
+                    raise typed from None
+                routes.drop(self.target)  # that instance is gone: ask again, via the ingress
         call = self._client._stub()(
             body,
             metadata=_call_metadata(self.target, self._client.api_key, token, value, self._options),
@@ -445,11 +482,15 @@ class AsyncAlgorithm:
 
 
 class AsyncClient:
-    def __init__(self, api_key: str | None = None, address: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, address: str | None = None, *, direct: bool | None = None) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get(_wire.ENV_API_KEY)
         self.address = _wire.resolve_address(address)
         self._channel: grpc.aio.Channel | None = None
         self._multicallable: Any = None
+        if direct is None:  # as Client: straight to the instances once routed (_direct.py)
+            direct = os.environ.get(_wire.ENV_DIRECT, "") in ("1", "true", "yes")
+        self._routes = (Routes(self.address, self.api_key, aio_channel)
+                        if direct and not self.address.startswith("unix:") else None)
 
     def _stub(self) -> Any:
         if self._multicallable is None:
@@ -476,6 +517,9 @@ class AsyncClient:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+        if self._routes is not None:
+            for channel in self._routes.opened():
+                await channel.close()
         twin = getattr(self, "_twin", None)
         if twin is not None:
             twin.close()
@@ -487,5 +531,6 @@ class AsyncClient:
         await self.close()
 
 
-def async_client(api_key: str | None = None, address: str | None = None) -> AsyncClient:
-    return AsyncClient(api_key, address)
+def async_client(api_key: str | None = None, address: str | None = None, *,
+                 direct: bool | None = None) -> AsyncClient:
+    return AsyncClient(api_key, address, direct=direct)

@@ -32,6 +32,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024    # transport ceiling; the payload limit i
 
 ENV_ADDRESS = "ALGOMESH_ADDRESS"
 ENV_API_KEY = "ALGOMESH_API_KEY"
+ENV_DIRECT = "ALGOMESH_DIRECT"          # "1": clients call instances straight (sdk/_direct.py)
 
 # HTTP/2 flow control with a fixed window, on every channel and server of the mesh: gRPC's
 # bandwidth-delay probing otherwise grows a stream's window to tens of MiB on a fast link,

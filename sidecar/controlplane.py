@@ -186,7 +186,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                           on_scale_up=lambda n, v: scale_ups.labels(n, v).inc())
 
     servicer = RegistryServicer(registry, view, identify_client, launcher.ensure, launcher.scale,
-                                issue=issue if ca else None, reserved=(CONTROL_PLANE,))
+                                issue=issue if ca else None, reserved=(CONTROL_PLANE,), mesh_ca=ca.ca_pem.decode() if ca else "")
     mesh_servicer = RegistryServicer(registry, view, identify_sidecar, launcher.ensure, launcher.scale)
 
     async def locate(target: str, requester: str) -> Location:

@@ -62,7 +62,7 @@ class EmbeddedRunner:
         from algomesh.runners.python.runner import Algorithm, RunnerServicer, _CapturingStdout
 
         self.algorithm, self.version = algorithm, version
-        self._trailing = [(_wire.ALGORITHM_KEY, algorithm), (_wire.VERSION_KEY, version)]
+        self._trailing = ((_wire.ALGORITHM_KEY, algorithm), (_wire.VERSION_KEY, version))  # shared: a tuple
         # The algorithm's pipes (algomesh.client() inside it) reach this sidecar's outbound
         # socket, as a runner process's do; its output goes to the instance log unless a
         # call asks for it.
@@ -110,7 +110,7 @@ class EmbeddedRunner:
         except asyncio.TimeoutError:
             raise error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",
                         algorithm=self.algorithm, version=self.version) from None
-        return Reply(body, self._trailing)
+        return Reply(body, list(self._trailing))
 
 
 def _typed(abort: _Abort) -> AlgomeshError:

@@ -146,6 +146,14 @@ class MeshTransport:
             return server.add_insecure_port(address)
         return server.add_secure_port(address, self._server_creds)
 
+    def listen_clients(self, server: grpc.aio.Server, address: str) -> int:
+        """A port for clients (API keys, no mesh certificate): TLS with this party's mesh
+        certificate, which clients check against the mesh CA (LocateResponse.mesh_ca)."""
+        if self.creds is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, grpc.ssl_server_credentials(
+            [(self.creds.key, self.creds.cert)], require_client_auth=False))
+
     def identify(self, context: grpc.aio.ServicerContext) -> str | None:
         """Who the peer is, as its certificate says; None when the mesh is not secure."""
         return peer_identity(context) if self.creds is not None else None

@@ -72,6 +72,7 @@ class Table:
         self.revision = -1
         self.versions: dict[str, list[registry_pb2.VersionInfo]] = {}
         self.addresses: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.keys: dict[str, registry_pb2.ApiKey] = {}  # by id: a sidecar taking clients' calls checks them
         self._ejected: set[str] = set()
 
     def apply(self, view: registry_pb2.View) -> None:
@@ -83,6 +84,7 @@ class Table:
             addresses.setdefault((inst.algorithm, inst.version), []).append(inst.address)
         self.versions = versions
         self.addresses = {k: tuple(v) for k, v in addresses.items()}
+        self.keys = {k.id: k for k in view.keys}
         self._ejected.clear()  # the registry's word is newer than our own observations
         self.revision = view.revision
 

@@ -207,9 +207,9 @@ class RunnerProcess:
                 metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
             if call.stream is not None:
                 await pump(apply_stream(timeout=remaining(call), metadata=metadata or None), call.stream)
-                return Reply(b"", self._trailing)
+                return Reply(b"", list(self._trailing))
             rpc = apply(call.body, timeout=remaining(call), metadata=metadata or None)
-            return Reply(await rpc, self._trailing)
+            return Reply(await rpc, list(self._trailing))
         except grpc.aio.AioRpcError as exc:
             raise await self._failure(exc, proc, streamed=call.stream is not None) from None
         except asyncio.CancelledError:

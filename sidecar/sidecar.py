@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from algomesh import _wire
+from algomesh._errors import error
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from algomesh.registry.resolve import owner_of
@@ -39,7 +40,8 @@ from .config import SidecarConfig
 from .procs import Child
 from .runner import RunnerProcess
 from .server import MESH_SERVICE, mesh_handler, new_server
-from .stack import inbound_stack, outbound_stack
+from .auth import authenticate
+from .stack import Call, Handler, Reply, ingress_stack, inbound_stack, outbound_stack
 from .measure import MeshMetrics
 from .metrics import serve_metrics
 from .tracing import tracer_provider
@@ -77,13 +79,23 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
         metrics.watch_cache(cache, cfg.algorithm, cfg.version)
 
     inbound, inbound_health = new_server([MESH_SERVICE])
-    inbound.add_generic_rpc_handlers((mesh_handler(inbound_stack(
+    answer = inbound_stack(
         runner, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
         max_in_flight=cfg.max_in_flight,
         permit=may_answer(cfg.algorithm, cfg.callability, directory.table.manifest), tracer=tracer,
-        metrics=metrics, cache=cache),
-        surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
+        metrics=metrics, cache=cache)
+    inbound.add_generic_rpc_handlers((mesh_handler(
+        answer, surface="inbound", own_target=me, peer=transport.identify if transport.secure else None),))
     port = transport.listen(inbound, f"{cfg.host}:0")
+
+    # Clients' calls straight to this instance (the SDK's direct routing): what the ingress
+    # does for them (the API key, the call's root span), then the same inbound stack.
+    clients, clients_health = new_server([MESH_SERVICE])
+    clients.add_generic_rpc_handlers((mesh_handler(ingress_stack(
+        direct_to(answer, cfg.algorithm, cfg.version), max_payload=cfg.max_payload, max_stream=cfg.max_stream,
+        authenticate=authenticate(None if cfg.insecure else lambda: directory.table.keys),
+        tracer=tracer, metrics=metrics, surface="direct"), surface="ingress"),))
+    client_port = transport.listen_clients(clients, f"{cfg.host}:0")
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE, _wire.DATA_SERVICE])
@@ -95,6 +107,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 
     await inbound.start()
+    await clients.start()
     await outbound.start()
     metrics_server, metrics_port = await serve_metrics(metrics.registry, cfg.host, 0)
     await outbound_health.serving()
@@ -106,13 +119,21 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     await view_health(None)
     views = asyncio.ensure_future(follow_views(registry_channel, directory.table, view_health))
     await runner.start()
+    # Register (and so take calls) only once the registry's view is here: the permission
+    # layer reads callers' manifests and the direct port the API keys from it; without it,
+    # every pipe to a fresh instance would be refused (bounded: a stale view serves on).
+    waited = time.monotonic() + 10
+    while not directory.has_view and time.monotonic() < waited:
+        await asyncio.sleep(0.01)
 
     instance = registry_pb2.Instance(
         id=cfg.instance_id, algorithm=cfg.algorithm, version=cfg.version,
         address=f"{cfg.host}:{port}", state="passing", started_at=int(time.time()),
+        client_address=f"{cfg.host}:{client_port}",
         metrics_address=f"{cfg.host}:{metrics_port}")
     await registry.RegisterInstance(registry_pb2.RegisterInstanceRequest(instance=instance), timeout=30)
     await inbound_health.serving()
+    await clients_health.serving()
     log.info("%s ready at %s (instance %s; metrics http://%s/metrics)", me, instance.address, cfg.instance_id,
              instance.metrics_address)
 
@@ -121,18 +142,35 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     log.info("%s stopping", me)
     views.cancel()
     await inbound_health.not_serving()
+    await clients_health.not_serving()
     try:
         await registry.DeregisterInstance(registry_pb2.DeregisterInstanceRequest(id=cfg.instance_id), timeout=2)
     except grpc.aio.AioRpcError as exc:  # the control plane may be gone already
         log.warning("could not deregister: %s", exc.code().name)
     metrics_server.close()
     await inbound.stop(grace=2)
+    await clients.stop(grace=2)
     await outbound.stop(grace=1)
     await runner.stop()
     await asyncio.to_thread(provider.shutdown)  # send the last spans
     await router.close()
     await registry_channel.close()
     Path(cfg.outbound_socket).unlink(missing_ok=True)
+
+
+def direct_to(answer: Handler, algorithm: str, version: str) -> Handler:
+    """A client's call straight to this instance names it exactly (owner/name/version, as
+    Locate told the SDK); anything else belongs to another instance: INSTANCE_UNAVAILABLE,
+    on which the SDK asks again."""
+    exact = f"{algorithm}/{version}"
+
+    async def handle(call: Call) -> Reply:
+        if call.target != exact:
+            raise error("INSTANCE_UNAVAILABLE", f"this instance serves {exact}, not {call.target}: "
+                        "ask the registry (Locate) where that runs")
+        call.target = ""
+        return await answer(call)
+    return handle
 
 
 def read_cert_dir(folder: str) -> MeshCredentials:

@@ -109,7 +109,9 @@ def outbound_stack(route: Handler, *, contexts, me: str, max_payload: int, max_d
 
 
 def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, tracer, metrics,
-                  max_stream: int | None = None) -> Handler:
+                  max_stream: int | None = None, surface: str = "ingress") -> Handler:
+    """Clients' calls: through the ingress to any algorithm, or (``surface="direct"``)
+    straight to one instance's sidecar, whose own inbound stack is then ``route``."""
     from .deadline import deadline
     from .limits import payload_limit
     from .measure import measured
@@ -123,7 +125,7 @@ def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, trac
             attrs["algomesh.key_owner"] = call.principal.owner
         return attrs
 
-    return build([rescue, measured(metrics, "ingress"), authenticate,
+    return build([rescue, measured(metrics, surface), authenticate,
                   traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True,
                          current=True),
                   deadline, payload_limit(max_payload, max_stream)], route)

@@ -117,7 +117,9 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
                         span.set_attribute("algomesh.cache_hit", value == "1")
             span.end()
             if tell_trace_id:  # and the span's context: a chained call joins this trace
-                reply.trailing += [(_wire.TRACE_ID_KEY, trace_id(span)), (_wire.TRACEPARENT_KEY, call.traceparent)]
+                # a new list: the handler below may answer with a list it shares between calls
+                reply.trailing = [*reply.trailing, (_wire.TRACE_ID_KEY, trace_id(span)),
+                                  (_wire.TRACEPARENT_KEY, call.traceparent)]
             return reply
         return handle
     return layer

@@ -131,7 +131,7 @@ class ListVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "algorithm", "version", "address", "state", "started_at", "metrics_address")
+    __slots__ = ("id", "algorithm", "version", "address", "state", "started_at", "metrics_address", "client_address")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class Instance(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     algorithm: str
     version: str
@@ -146,7 +147,8 @@ class Instance(_message.Message):
     state: str
     started_at: int
     metrics_address: str
-    def __init__(self, id: _Optional[str] = ..., algorithm: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[int] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    client_address: str
+    def __init__(self, id: _Optional[str] = ..., algorithm: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[int] = ..., metrics_address: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class ListInstancesRequest(_message.Message):
     __slots__ = ("algorithm",)
@@ -169,14 +171,16 @@ class LocateRequest(_message.Message):
     def __init__(self, target: _Optional[str] = ..., requester: _Optional[str] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
-    __slots__ = ("version", "instances", "cold_start")
+    __slots__ = ("version", "instances", "cold_start", "mesh_ca")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
+    MESH_CA_FIELD_NUMBER: _ClassVar[int]
     version: VersionInfo
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     cold_start: bool
-    def __init__(self, version: _Optional[_Union[VersionInfo, _Mapping]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., cold_start: _Optional[bool] = ...) -> None: ...
+    mesh_ca: str
+    def __init__(self, version: _Optional[_Union[VersionInfo, _Mapping]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., mesh_ca: _Optional[str] = ...) -> None: ...
 
 class RegisterInstanceRequest(_message.Message):
     __slots__ = ("instance",)
@@ -219,16 +223,18 @@ class WatchRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class View(_message.Message):
-    __slots__ = ("revision", "versions", "instances", "stale")
+    __slots__ = ("revision", "versions", "instances", "stale", "keys")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     revision: int
     versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     stale: str
-    def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., stale: _Optional[str] = ...) -> None: ...
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, revision: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., stale: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "owner", "algorithms", "no_pipelines", "data", "admin", "salt", "hash", "created_at")

@@ -794,8 +794,11 @@ type Instance struct {
 	State          string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`                                         // health, in Consul's words: passing, warning, critical
 	StartedAt      int64                  `protobuf:"varint,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`               // unix seconds
 	MetricsAddress string                 `protobuf:"bytes,7,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"` // where its sidecar serves Prometheus /metrics (HTTP)
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where its sidecar takes clients' calls straight (Mesh, with an API key; TLS with the
+	// mesh certificate unless --insecure): the SDK's direct routing (docs/sdk.md).
+	ClientAddress string `protobuf:"bytes,8,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -873,6 +876,13 @@ func (x *Instance) GetStartedAt() int64 {
 func (x *Instance) GetMetricsAddress() string {
 	if x != nil {
 		return x.MetricsAddress
+	}
+	return ""
+}
+
+func (x *Instance) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
 	}
 	return ""
 }
@@ -1022,6 +1032,7 @@ type LocateResponse struct {
 	Version       *VersionInfo           `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	Instances     []*Instance            `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`                   // ready instances, at least one
 	ColdStart     bool                   `protobuf:"varint,3,opt,name=cold_start,json=coldStart,proto3" json:"cold_start,omitempty"` // an instance was started for this request
+	MeshCa        string                 `protobuf:"bytes,4,opt,name=mesh_ca,json=meshCa,proto3" json:"mesh_ca,omitempty"`           // PEM of the mesh CA: how a client checks an instance's client_address
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1075,6 +1086,13 @@ func (x *LocateResponse) GetColdStart() bool {
 		return x.ColdStart
 	}
 	return false
+}
+
+func (x *LocateResponse) GetMeshCa() string {
+	if x != nil {
+		return x.MeshCa
+	}
+	return ""
 }
 
 type RegisterInstanceRequest struct {
@@ -1384,7 +1402,10 @@ type View struct {
 	Instances []*Instance            `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"` // passing instances only
 	// Why the control plane cannot reach its store, when it cannot: the view is its last
 	// good one. Empty when current.
-	Stale         string `protobuf:"bytes,4,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale string `protobuf:"bytes,4,opt,name=stale,proto3" json:"stale,omitempty"`
+	// The API keys (their salted hashes, never secrets), for sidecars that take clients'
+	// calls straight; Watch is for sidecars and admin keys only.
+	Keys          []*ApiKey `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1445,6 +1466,13 @@ func (x *View) GetStale() string {
 		return x.Stale
 	}
 	return ""
+}
+
+func (x *View) GetKeys() []*ApiKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
 }
 
 // An API key as stored: its secret only as a salted hash (SHA-256 of salt + secret; the
@@ -2023,7 +2051,7 @@ const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\x13ListVersionsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
 	"\x14ListVersionsResponse\x124\n" +
-	"\bversions\x18\x01 \x03(\v2\x18.algomesh.v1.VersionInfoR\bversions\"\xca\x01\n" +
+	"\bversions\x18\x01 \x03(\v2\x18.algomesh.v1.VersionInfoR\bversions\"\xf1\x01\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -2032,19 +2060,21 @@ const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1d\n" +
 	"\n" +
 	"started_at\x18\x06 \x01(\x03R\tstartedAt\x12'\n" +
-	"\x0fmetrics_address\x18\a \x01(\tR\x0emetricsAddress\"4\n" +
+	"\x0fmetrics_address\x18\a \x01(\tR\x0emetricsAddress\x12%\n" +
+	"\x0eclient_address\x18\b \x01(\tR\rclientAddress\"4\n" +
 	"\x14ListInstancesRequest\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\"L\n" +
 	"\x15ListInstancesResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.algomesh.v1.InstanceR\tinstances\"E\n" +
 	"\rLocateRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1c\n" +
-	"\trequester\x18\x02 \x01(\tR\trequester\"\x98\x01\n" +
+	"\trequester\x18\x02 \x01(\tR\trequester\"\xb1\x01\n" +
 	"\x0eLocateResponse\x122\n" +
 	"\aversion\x18\x01 \x01(\v2\x18.algomesh.v1.VersionInfoR\aversion\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.algomesh.v1.InstanceR\tinstances\x12\x1d\n" +
 	"\n" +
-	"cold_start\x18\x03 \x01(\bR\tcoldStart\"L\n" +
+	"cold_start\x18\x03 \x01(\bR\tcoldStart\x12\x17\n" +
+	"\amesh_ca\x18\x04 \x01(\tR\x06meshCa\"L\n" +
 	"\x17RegisterInstanceRequest\x121\n" +
 	"\binstance\x18\x01 \x01(\v2\x15.algomesh.v1.InstanceR\binstance\"\x1a\n" +
 	"\x18RegisterInstanceResponse\"+\n" +
@@ -2057,12 +2087,13 @@ const file_algomesh_v1_registry_proto_rawDesc = "" +
 	"\rScaleResponse\x122\n" +
 	"\aversion\x18\x01 \x01(\v2\x18.algomesh.v1.VersionInfoR\aversion\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.algomesh.v1.InstanceR\tinstances\"\x0e\n" +
-	"\fWatchRequest\"\xa3\x01\n" +
+	"\fWatchRequest\"\xcc\x01\n" +
 	"\x04View\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x124\n" +
 	"\bversions\x18\x02 \x03(\v2\x18.algomesh.v1.VersionInfoR\bversions\x123\n" +
 	"\tinstances\x18\x03 \x03(\v2\x15.algomesh.v1.InstanceR\tinstances\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\tR\x05stale\"\xe2\x01\n" +
+	"\x05stale\x18\x04 \x01(\tR\x05stale\x12'\n" +
+	"\x04keys\x18\x05 \x03(\v2\x13.algomesh.v1.ApiKeyR\x04keys\"\xe2\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x1e\n" +
@@ -2184,41 +2215,42 @@ var file_algomesh_v1_registry_proto_depIdxs = []int32{
 	13, // 12: algomesh.v1.ScaleResponse.instances:type_name -> algomesh.v1.Instance
 	3,  // 13: algomesh.v1.View.versions:type_name -> algomesh.v1.VersionInfo
 	13, // 14: algomesh.v1.View.instances:type_name -> algomesh.v1.Instance
-	26, // 15: algomesh.v1.CreateKeyResponse.key:type_name -> algomesh.v1.ApiKey
-	26, // 16: algomesh.v1.ListKeysResponse.keys:type_name -> algomesh.v1.ApiKey
-	4,  // 17: algomesh.v1.Registry.Publish:input_type -> algomesh.v1.PublishRequest
-	6,  // 18: algomesh.v1.Registry.Resolve:input_type -> algomesh.v1.ResolveRequest
-	8,  // 19: algomesh.v1.Registry.ListAlgorithms:input_type -> algomesh.v1.ListAlgorithmsRequest
-	11, // 20: algomesh.v1.Registry.ListVersions:input_type -> algomesh.v1.ListVersionsRequest
-	14, // 21: algomesh.v1.Registry.ListInstances:input_type -> algomesh.v1.ListInstancesRequest
-	16, // 22: algomesh.v1.Registry.Locate:input_type -> algomesh.v1.LocateRequest
-	18, // 23: algomesh.v1.Registry.RegisterInstance:input_type -> algomesh.v1.RegisterInstanceRequest
-	20, // 24: algomesh.v1.Registry.DeregisterInstance:input_type -> algomesh.v1.DeregisterInstanceRequest
-	22, // 25: algomesh.v1.Registry.Scale:input_type -> algomesh.v1.ScaleRequest
-	24, // 26: algomesh.v1.Registry.Watch:input_type -> algomesh.v1.WatchRequest
-	27, // 27: algomesh.v1.Registry.CreateKey:input_type -> algomesh.v1.CreateKeyRequest
-	29, // 28: algomesh.v1.Registry.ListKeys:input_type -> algomesh.v1.ListKeysRequest
-	31, // 29: algomesh.v1.Registry.RevokeKey:input_type -> algomesh.v1.RevokeKeyRequest
-	33, // 30: algomesh.v1.Registry.IssueCertificate:input_type -> algomesh.v1.IssueCertificateRequest
-	5,  // 31: algomesh.v1.Registry.Publish:output_type -> algomesh.v1.PublishResponse
-	7,  // 32: algomesh.v1.Registry.Resolve:output_type -> algomesh.v1.ResolveResponse
-	10, // 33: algomesh.v1.Registry.ListAlgorithms:output_type -> algomesh.v1.ListAlgorithmsResponse
-	12, // 34: algomesh.v1.Registry.ListVersions:output_type -> algomesh.v1.ListVersionsResponse
-	15, // 35: algomesh.v1.Registry.ListInstances:output_type -> algomesh.v1.ListInstancesResponse
-	17, // 36: algomesh.v1.Registry.Locate:output_type -> algomesh.v1.LocateResponse
-	19, // 37: algomesh.v1.Registry.RegisterInstance:output_type -> algomesh.v1.RegisterInstanceResponse
-	21, // 38: algomesh.v1.Registry.DeregisterInstance:output_type -> algomesh.v1.DeregisterInstanceResponse
-	23, // 39: algomesh.v1.Registry.Scale:output_type -> algomesh.v1.ScaleResponse
-	25, // 40: algomesh.v1.Registry.Watch:output_type -> algomesh.v1.View
-	28, // 41: algomesh.v1.Registry.CreateKey:output_type -> algomesh.v1.CreateKeyResponse
-	30, // 42: algomesh.v1.Registry.ListKeys:output_type -> algomesh.v1.ListKeysResponse
-	32, // 43: algomesh.v1.Registry.RevokeKey:output_type -> algomesh.v1.RevokeKeyResponse
-	34, // 44: algomesh.v1.Registry.IssueCertificate:output_type -> algomesh.v1.IssueCertificateResponse
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 15: algomesh.v1.View.keys:type_name -> algomesh.v1.ApiKey
+	26, // 16: algomesh.v1.CreateKeyResponse.key:type_name -> algomesh.v1.ApiKey
+	26, // 17: algomesh.v1.ListKeysResponse.keys:type_name -> algomesh.v1.ApiKey
+	4,  // 18: algomesh.v1.Registry.Publish:input_type -> algomesh.v1.PublishRequest
+	6,  // 19: algomesh.v1.Registry.Resolve:input_type -> algomesh.v1.ResolveRequest
+	8,  // 20: algomesh.v1.Registry.ListAlgorithms:input_type -> algomesh.v1.ListAlgorithmsRequest
+	11, // 21: algomesh.v1.Registry.ListVersions:input_type -> algomesh.v1.ListVersionsRequest
+	14, // 22: algomesh.v1.Registry.ListInstances:input_type -> algomesh.v1.ListInstancesRequest
+	16, // 23: algomesh.v1.Registry.Locate:input_type -> algomesh.v1.LocateRequest
+	18, // 24: algomesh.v1.Registry.RegisterInstance:input_type -> algomesh.v1.RegisterInstanceRequest
+	20, // 25: algomesh.v1.Registry.DeregisterInstance:input_type -> algomesh.v1.DeregisterInstanceRequest
+	22, // 26: algomesh.v1.Registry.Scale:input_type -> algomesh.v1.ScaleRequest
+	24, // 27: algomesh.v1.Registry.Watch:input_type -> algomesh.v1.WatchRequest
+	27, // 28: algomesh.v1.Registry.CreateKey:input_type -> algomesh.v1.CreateKeyRequest
+	29, // 29: algomesh.v1.Registry.ListKeys:input_type -> algomesh.v1.ListKeysRequest
+	31, // 30: algomesh.v1.Registry.RevokeKey:input_type -> algomesh.v1.RevokeKeyRequest
+	33, // 31: algomesh.v1.Registry.IssueCertificate:input_type -> algomesh.v1.IssueCertificateRequest
+	5,  // 32: algomesh.v1.Registry.Publish:output_type -> algomesh.v1.PublishResponse
+	7,  // 33: algomesh.v1.Registry.Resolve:output_type -> algomesh.v1.ResolveResponse
+	10, // 34: algomesh.v1.Registry.ListAlgorithms:output_type -> algomesh.v1.ListAlgorithmsResponse
+	12, // 35: algomesh.v1.Registry.ListVersions:output_type -> algomesh.v1.ListVersionsResponse
+	15, // 36: algomesh.v1.Registry.ListInstances:output_type -> algomesh.v1.ListInstancesResponse
+	17, // 37: algomesh.v1.Registry.Locate:output_type -> algomesh.v1.LocateResponse
+	19, // 38: algomesh.v1.Registry.RegisterInstance:output_type -> algomesh.v1.RegisterInstanceResponse
+	21, // 39: algomesh.v1.Registry.DeregisterInstance:output_type -> algomesh.v1.DeregisterInstanceResponse
+	23, // 40: algomesh.v1.Registry.Scale:output_type -> algomesh.v1.ScaleResponse
+	25, // 41: algomesh.v1.Registry.Watch:output_type -> algomesh.v1.View
+	28, // 42: algomesh.v1.Registry.CreateKey:output_type -> algomesh.v1.CreateKeyResponse
+	30, // 43: algomesh.v1.Registry.ListKeys:output_type -> algomesh.v1.ListKeysResponse
+	32, // 44: algomesh.v1.Registry.RevokeKey:output_type -> algomesh.v1.RevokeKeyResponse
+	34, // 45: algomesh.v1.Registry.IssueCertificate:output_type -> algomesh.v1.IssueCertificateResponse
+	32, // [32:46] is the sub-list for method output_type
+	18, // [18:32] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_algomesh_v1_registry_proto_init() }
