@@ -18,7 +18,7 @@ import grpc
 
 from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc, traces_pb2, traces_pb2_grpc
 
-from . import _wire
+from . import _local, _wire
 from ._archive import pack
 from ._context import CALL_CONTEXT
 from ._data import DataFile
@@ -230,6 +230,8 @@ class Algorithm:
                     self._start(value, out, token, ingress=True)
                     return
                 out.set_exception(typed)
+            except AlgomeshError as exc:  # an in-process pipe's error, typed already (_local.py)
+                out.set_exception(exc)
             except grpc.FutureCancelledError:
                 out.set_exception(error("INTERNAL", "call cancelled"))
             except Exception as exc:  # undecodable response from a foreign server
@@ -287,6 +289,9 @@ class Client:
         self._routes = (Routes(self.address, self.api_key, sync_channel)
                         if direct and not self.address.startswith("unix:") else None)
         self._call: Callable[..., Any] = self._channel.unary_unary(_wire.CALL_METHOD)
+        local = _local.for_address(self.address)  # inside an algorithm that runs in its sidecar
+        if local is not None:
+            self._call = _local.LocalUnary(*local)
         self._call_stream: Callable[..., Any] = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
 
     def algo(self, ref: str) -> Algorithm:
@@ -497,6 +502,9 @@ class AsyncClient:
             self._channel = grpc.aio.insecure_channel(self.address, options=_wire.CHANNEL_OPTIONS)
             self._multicallable = self._channel.unary_unary(_wire.CALL_METHOD)
             self._stream_multicallable = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
+            local = _local.for_address(self.address)  # inside an algorithm that runs in its sidecar
+            if local is not None:
+                self._multicallable = _local.AioLocalUnary(*local)
         return self._multicallable
 
     def algo(self, ref: str) -> AsyncAlgorithm:

@@ -99,10 +99,15 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
 
     Path(cfg.outbound_socket).unlink(missing_ok=True)
     outbound, outbound_health = new_server([MESH_SERVICE, _wire.DATA_SERVICE])
-    outbound.add_generic_rpc_handlers((mesh_handler(outbound_stack(
+    pipes = outbound_stack(
         router, contexts=contexts, me=identity, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
         max_depth=cfg.max_depth,
-        permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer, metrics=metrics), surface="outbound"),))
+        permit=may_pipe(cfg.algorithm, cfg.can_call), tracer=tracer, metrics=metrics)
+    outbound.add_generic_rpc_handlers((mesh_handler(pipes, surface="outbound"),))
+    if cfg.isolation == "shared":  # the algorithm's own pipes reach the stack in-process (sdk/_local.py)
+        from algomesh import _local
+        from .embedded import local_pipes
+        _local.install(f"unix://{cfg.outbound_socket}", local_pipes(pipes), asyncio.get_running_loop())
     outbound.add_generic_rpc_handlers((data_proxy(registry_channel, contexts),))  # data:// for the algorithm
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 

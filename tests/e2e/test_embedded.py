@@ -35,6 +35,13 @@ def helper(x):
     raise ValueError(f"no good: {x}")
 """
 
+ANY = """\
+import algomesh
+def apply(x):
+    c = algomesh.client()
+    return {"via": type(c._call).__name__, "answer": c.algo(x).pipe("hi").result}
+"""
+
 ASYNC = """\
 import algomesh
 async def apply(x):
@@ -51,6 +58,8 @@ def published(mesh, tmp_path_factory):
     mesh.publish(write_algorithm(d / "fail", "emb/fail", "1.0.0", FAIL, extra_toml=SHARED))
     mesh.publish(write_algorithm(d / "broken", "emb/broken", "1.0.0", "raise ImportError('missing thing')\n",
                                  extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "any", "emb/any", "1.0.0", ANY,
+                                 extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
     mesh.publish(write_algorithm(d / "async", "emb/async", "1.0.0", ASYNC,
                                  extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
 
@@ -83,6 +92,17 @@ def test_pipes_errors_and_async_apply(client):
         client.algo("emb/broken").pipe(1).result
     assert e.value.reason == "ALGORITHM_LOAD_FAILED" and "missing thing" in e.value.message
     assert '"x":"async"' in client.algo("emb/async").pipe("async").result
+
+
+def test_its_pipes_reach_its_sidecar_in_process_through_the_same_checks(client):
+    out = client.algo("emb/any").pipe("emb/echo").result
+    assert out["via"] == "LocalUnary" and out["answer"]["x"] == "hi"  # no socket between them
+    with pytest.raises(algomesh.PermissionError_) as e:  # the outbound stack still decides
+        client.algo("emb/any").pipe("emb/fail").result
+    assert "may not pipe to emb/fail" in e.value.message
+    with pytest.raises(algomesh.InvalidError) as e:  # a malformed name: the SDK's own typed error, passed on
+        client.algo("emb/any").pipe("not a name").result
+    assert e.value.reason == "INVALID_TARGET"
 
 
 def test_a_stream_is_refused_typed(client):
