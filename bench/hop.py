@@ -10,8 +10,8 @@ in a serialized ``CallRequest`` of content type BINARY, metadata
     proxy->proxy->echo client -> proxy -> proxy -> echo   two bare hops: as many processes as the mesh
     mesh               client -> ingress -> sidecar -> runner   (``algomesh up`` + bench/noop)
 
-The echo and proxy servers are this file run as ``--serve echo`` / ``--serve proxy``
-(raw-bytes generic handlers, one persistent upstream channel per proxy); the mesh is
+The echo and proxy servers are bench/_bare.py (raw-bytes generic handlers, one persistent
+upstream channel per proxy; ``python -m bench`` uses the same); the mesh is
 ``algomesh up --port 0`` on a temporary data dir with ``bench/noop`` published into it.
 Every server is a subprocess bound to 127.0.0.1 and stopped (SIGTERM, then SIGKILL) when
 the run ends, however it ends.
@@ -40,14 +40,12 @@ import asyncio
 import json
 import os
 import platform
-import queue
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -57,6 +55,11 @@ import uvloop
 from algomesh.v1 import payload_pb2
 
 HERE = Path(__file__).resolve().parent
+if __package__ in (None, ""):  # `python bench/hop.py`: make `bench` importable
+    sys.path.insert(0, str(HERE.parent))
+from bench import _bare  # noqa: E402
+from bench._procs import Child, stop_all  # noqa: E402
+
 HOST = "127.0.0.1"
 SERVICE, METHOD = "algomesh.v1.Mesh", "Call"
 CALL_PATH = f"/{SERVICE}/{METHOD}"
@@ -67,109 +70,15 @@ REQUEST = payload_pb2.CallRequest(
     input=payload_pb2.Payload(content_type=payload_pb2.CONTENT_TYPE_BINARY, data=PAYLOAD)).SerializeToString()
 TIMEOUT = 30.0
 CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
-SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 PATHS = (("echo", "echo"), ("proxy_echo", "proxy->echo"),
          ("proxy_proxy_echo", "proxy->proxy->echo"), ("mesh", "mesh"))
 
-# Run first in every child: Linux SIGTERMs it if this process dies (even by SIGKILL),
-# then it execs the real command (the setting survives exec).
-GUARD = """import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != {parent}:
-    sys.exit("parent gone")
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-"""
-
-
-# --------------------------------------------------------------- the bare servers
-
-
-async def serve(kind: str, upstream: str) -> None:
-    """``--serve echo``: answer with a CallResponse echoing the input. ``--serve proxy``:
-    forward the bytes to ``upstream`` over one channel. Prints ``port N`` once listening."""
-    if kind == "echo":
-        async def handle(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            request = payload_pb2.CallRequest.FromString(body)
-            return payload_pb2.CallResponse(output=request.input).SerializeToString()
-    else:
-        channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
-        forward = channel.unary_unary(CALL_PATH)
-
-        async def handle(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            try:
-                return await forward(body, timeout=context.time_remaining())
-            except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "")
-                raise  # unreachable: abort raises
-
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(handle)}),))
-    port = server.add_insecure_port(f"{HOST}:0")
-    await server.start()
-    print(f"port {port}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=0.5)
-
-
-# ------------------------------------------------------------------ child processes
-
-
-class Child:
-    """A server subprocess whose stdout lines are read by a thread (so it never blocks).
-    In its own session, so a Ctrl-C reaches only us and we stop the children in order."""
-
-    def __init__(self, name: str, args: list[str], *, stderr=None) -> None:
-        self.name = name
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.popen = subprocess.Popen(
-            [sys.executable, "-c", GUARD.format(parent=os.getpid()), *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            start_new_session=True)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float) -> str:
-        """The rest of the first stdout line starting with ``prefix``."""
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"{self.name}: no {prefix!r} line within {timeout:.0f}s") from None
-            if line is None:
-                raise RuntimeError(f"{self.name} exited with code {self.popen.wait()} before {prefix!r}")
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-
-
-def stop_all(children: list[Child], grace: float = 15.0) -> None:
-    """SIGTERM every child, wait up to ``grace`` seconds in all, SIGKILL the rest."""
-    for c in children:
-        if c.popen.poll() is None:
-            c.popen.send_signal(signal.SIGTERM)
-    end = time.monotonic() + grace
-    for c in children:
-        try:
-            c.popen.wait(max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"hop: {c.name} did not stop in {grace:.0f}s; killing it", file=sys.stderr)
-            c.popen.kill()
-            c.popen.wait()
+# The bare servers (bench/_bare.py) and the child processes (bench/_procs.py) are shared
+# with `python -m bench`, the side-by-side benchmark this one is a quick subset of.
 
 
 def serve_args(kind: str, upstream: str = "") -> list[str]:
-    return [str(HERE / "hop.py"), "--serve", kind, *(["--upstream", upstream] if upstream else [])]
+    return _bare.serve_args(kind, upstream)
 
 
 # ----------------------------------------------------------------------- measuring
@@ -326,7 +235,7 @@ def run(a: argparse.Namespace) -> int:
                   file=sys.stderr)
             raise
     finally:
-        stop_all(children)
+        stop_all(children, who="hop")
         shutil.rmtree(data_dir, ignore_errors=True)
 
     x = ratios(results)
@@ -361,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.serve:
-        uvloop.run(serve(a.serve, a.upstream))
+        uvloop.run(_bare.serve(a.serve, a.upstream))
         return 0
     a.calls = a.calls or (300 if a.quick else 2000)
     a.seconds = a.seconds or (1.0 if a.quick else 3.0)

@@ -1,9 +1,13 @@
-"""The benchmark's smoke mode runs in CI so it never rots (its figures are judged from full runs)."""
+"""The benchmarks' smoke modes run in CI so they never rot (their figures are judged from full
+runs, docs/performance.md): `python bench/hop.py --quick` and `python -m bench --smoke`. Here
+only that they run, print every line and write every figure; never a timing target."""
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,3 +24,70 @@ def test_hop_benchmark_smoke(tmp_path):
         assert path["p50_us"] > 0 and path["p99_us"] >= path["p50_us"], name
         assert path["calls_per_s"] > 0, name
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
+
+
+# Every line `python -m bench` prints, whatever it measured (its figures are judged from full runs).
+SECTIONS = ("LATENCY AND THROUGHPUT", "PER PROCESS", "STREAMING", "TARGETS (issue 9)")
+PATH_KEYS = {"label", "kind", "processes", "stages", "calls", "p50_us", "p99_us", "mean_us", "min_us",
+             "first_call_s", "concurrency", "throughput_calls", "throughput_seconds", "calls_per_s",
+             "cpu_us_per_call", "cpu_us_per_call_servers", "cpu_us_per_call_client", "rss_idle_mib",
+             "rss_load_mib"}
+RATIOS = {"mesh1.hop_latency", "mesh1.hop_cpu", "mesh1.sidecar_rss_idle", "mesh1.sidecar_rss_load",
+          "mesh3.hop_latency", "mesh3.hop_cpu", "mesh3.sidecar_rss_idle", "mesh3.sidecar_rss_load",
+          "mesh3.throughput_vs_ray", "mesh3.p50_vs_ray", "mesh3.throughput_vs_abc",
+          "mesh3_stream.stream_throughput", "mesh3_stream.stream_rss_growth"}
+
+
+@pytest.mark.timeout(300)
+def test_side_by_side_benchmark_smoke(tmp_path):
+    out_json = tmp_path / "bench.json"
+    out = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out_json)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stdout + out.stderr[-5000:]
+    doc = json.loads(out_json.read_text())
+    assert {"benchmark", "date", "command", "duration_s", "load_average", "machine", "config", "paths",
+            "streams", "skipped", "ratios"} <= set(doc)
+    assert {"cpus", "cpu_model", "kernel", "python", "grpcio", "ray", "bentoml"} <= set(doc["machine"])
+    assert doc["config"]["smoke"] and doc["config"]["payload_bytes"] == 100
+
+    # the floor with as many processes as each algomesh path, and the A->B->C chain
+    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "mesh1", "mesh3"}
+    for key, path in doc["paths"].items():
+        assert PATH_KEYS <= set(path), key
+        assert path["calls"] == 200 and path["p99_us"] >= path["p50_us"] > 0, key
+        assert path["calls_per_s"] > 0 and path["cpu_us_per_call_servers"] > 0, key
+        # every process of the path has its CPU and its RSS at rest and under load
+        assert len(path["cpu_us_per_call"]) == path["processes"], (key, path["cpu_us_per_call"])
+        assert set(path["rss_idle_mib"]) == set(path["rss_load_mib"]) == set(path["cpu_us_per_call"]), key
+        assert all(v > 1 for v in path["rss_idle_mib"].values()), key
+    assert set(doc["paths"]["mesh3"]["cpu_us_per_call"]) == {
+        "ingress+control plane", *(f"{kind} bench/stage{n}" for n in (1, 2, 3) for kind in ("runner", "sidecar"))}
+
+    # Ray and BentoML are skipped in smoke mode, and say so
+    for key in ("ray_default_http", "ray_default_handle", "ray_fast_http", "ray_fast_handle", "bentoml_http"):
+        assert doc["skipped"][key] == "--smoke"
+        assert f"{key:<44} skipped: --smoke" in out.stdout
+
+    # the stream went through the pipeline and a bare chain of as many processes
+    assert set(doc["streams"]) == {"mesh3_stream", "bare7_stream"}
+    for key, s in doc["streams"].items():
+        assert s["mib"] == 8 and s["mib_per_s"] > 0, key
+        assert "client" in s["rss_growth_mib"] and len(s["rss_growth_mib"]) == 8, key
+
+    ratios = {r["name"]: r for r in doc["ratios"]}
+    assert RATIOS <= set(ratios)
+    for name in RATIOS - {"mesh3.throughput_vs_ray", "mesh3.p50_vs_ray"}:
+        assert math.isfinite(ratios[name]["value"]) and ratios[name]["met"] in (True, False), name
+    assert ratios["mesh3.throughput_vs_ray"]["value"] is None and ratios["mesh3.throughput_vs_ray"]["met"] is None
+
+    for section in SECTIONS:
+        assert section in out.stdout
+    for r in doc["ratios"]:
+        line = next((line for line in out.stdout.splitlines() if line.startswith(r["label"])), None)
+        assert line is not None, r["label"]
+        if r["target"]:
+            assert f"target {r['target']}" in line
+            assert ("NOT MEASURED" if r["met"] is None else "NOT MET" if r["met"] is False else "MET") in line
+    for path in doc["paths"].values():
+        assert any(line.startswith(path["label"]) for line in out.stdout.splitlines()), path["label"]
+    assert f"wrote {out_json}" in out.stdout

@@ -1,0 +1,355 @@
+"""One run of ``python -m bench``: start every path, measure them side by side, stop them.
+
+1. Start, all at once: a bare grpc.aio chain as long as the longest algomesh path (its
+   tail serves the shorter floors), one ``algomesh up`` per distinct mesh description, a
+   Ray cluster per Ray Serve configuration, ``bentoml serve``. Then publish, and check
+   every path answers the payload (a mesh's first call is its cold start, not measured).
+2. Warm up each path; record every process's RSS at rest.
+3. ``rounds`` rounds: every path's share of the sequential calls, then every path's share
+   of the throughput time (``concurrency`` in flight), the order reversed every other
+   round, so background load on this shared machine smears over all paths alike.
+4. Streams: ``stream_mib`` MiB through each streaming algomesh path and through a bare
+   chain of as many processes, in turns, with every process's peak RSS growth.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import _bare, _bentoml, _callers, _procs, _ray
+from bench._mesh import MeshServer
+from bench._probes import AgentProbe, LocalProbe, Probe, idle_rss, measured_flood
+from bench.coldstart import stop_all as stop_meshes
+from bench.paths import ABC_PROCESSES, BENTO_PATHS, MESH_PATHS, RAY_PATHS, MeshPath
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dedupe(out: dict[str, int], label: str, pid: int) -> None:
+    n, base = 2, label
+    while label in out:
+        label, n = f"{base} #{n}", n + 1
+    out[label] = pid
+
+
+def ray_procs(agent_pid: int) -> dict[str, int]:
+    """The Ray cluster an agent started (not the agent: it is the driver, the handle's client)."""
+    out: dict[str, int] = {}
+    for pid in _procs.descendants(agent_pid):
+        try:
+            cmd = _procs.cmdline(pid)
+        except OSError:
+            continue
+        if not cmd:
+            continue
+        if cmd[0].startswith("ray::"):
+            name = cmd[0][5:].split()[0].split(".")[0]
+            label = "replica " + name.rsplit(":", 1)[-1] if name.startswith("ServeReplica") else name
+        else:
+            script = next((c for c in cmd[1:] if c.endswith(".py")), cmd[0])
+            label = Path(script).name
+        _dedupe(out, label, pid)
+    return out
+
+
+def bento_procs(top: int) -> dict[str, int]:
+    out = {"bentoml serve": top}
+    for pid in _procs.descendants(top):
+        try:
+            cmd = _procs.cmdline(pid)
+        except OSError:
+            continue
+        label = f"service {cmd[cmd.index('--service-name') + 1]}" if "--service-name" in cmd else Path(cmd[0]).name
+        _dedupe(out, label, pid)
+    return out
+
+
+class StreamProbe:
+    """``size`` bytes through one path, each run's seconds and every process's peak RSS growth."""
+
+    def __init__(self, key: str, label: str, run, procs, processes: int) -> None:
+        self.key, self.label, self.run, self.procs, self.processes = key, label, run, procs, processes
+        self.seconds: list[float] = []
+        self.growth: dict[str, int] = {}
+
+    async def once(self, size: int) -> float:
+        pids = {"client": os.getpid(), **self.procs()}
+        start = {}
+        for label, pid in pids.items():
+            try:
+                _procs.reset_peak(pid)
+                start[label] = _procs.rss(pid)
+            except OSError:
+                pass
+        t0 = time.perf_counter()
+        await self.run(size)
+        took = time.perf_counter() - t0
+        for label, rss in start.items():
+            try:
+                grown = _procs.peak_rss(pids[label]) - rss
+            except OSError:
+                continue
+            self.growth[label] = max(self.growth.get(label, 0), grown)
+        self.seconds.append(took)
+        return took
+
+    def result(self, size: int) -> dict:
+        med = statistics.median(self.seconds)
+        return {"label": self.label, "processes": self.processes, "mib": size / _procs.MiB,
+                "seconds": self.seconds, "median_seconds": med, "mib_per_s": size / _procs.MiB / med,
+                "rss_growth_mib": {k: v / _procs.MiB for k, v in self.growth.items()},
+                "max_rss_growth_mib": max(self.growth.values()) / _procs.MiB}
+
+
+class Run:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.work = Path(tempfile.mkdtemp(prefix="algomesh-bench-"))
+        self.children: list[_procs.Child] = []     # bare servers, bentoml
+        self.agents: dict[str, _procs.Child] = {}  # Ray config -> agent
+        self.meshes: dict[str, MeshServer] = {}    # mesh description key -> server
+        self.skipped: dict[str, str] = {}
+        self.versions: dict[str, str | None] = {"ray": _ray.version(), "bentoml": None}
+        self.probes: list[Probe] = []
+        self.streams: list[StreamProbe] = []
+        self.bare: list[str] = []
+        self.left_behind: set[int] = set()
+        self.bento = None
+
+    # ------------------------------------------------------------------ starting
+
+    def start(self) -> None:
+        a = self.a
+        for i, path in enumerate(MESH_PATHS):
+            if path.mesh.key() not in self.meshes:
+                self.meshes[path.mesh.key()] = MeshServer(f"mesh{len(self.meshes) + 1}", path.mesh, self.work)
+        self._start_ray()
+        bento = self._start_bentoml()
+        longest = max([ABC_PROCESSES, *(p.processes for p in MESH_PATHS)])
+        self.bare = _bare.start_chain(longest, self.children)
+        log(f"bare grpc.aio chain of {longest} processes up")
+        for m in self.meshes.values():
+            m.start()
+            log(f"{m.name}: algomesh up at {m.address}, published {', '.join(m.names)}")
+        for config, agent in self.agents.items():
+            try:
+                addr = agent.expect("http", 240)
+            except RuntimeError as exc:
+                self._skip_ray(config, f"the Ray cluster did not start: {exc} (log: {self.work}/ray-{config}.log)")
+                continue
+            agent.http = addr
+            log(f"Ray Serve ({config}) up; HTTP at {addr}")
+        if bento is not None:
+            child, port = bento
+            try:
+                _bentoml.wait_ready(child, port)
+                log(f"bentoml serve up at 127.0.0.1:{port}")
+            except RuntimeError as exc:
+                for p in BENTO_PATHS:
+                    self.skipped[p.key] = f"{exc} (log: {self.work}/bentoml.log)"
+        self.bento = bento
+
+    def _start_ray(self) -> None:
+        a = self.a
+        if a.smoke or a.no_ray:
+            for p in RAY_PATHS:
+                self.skipped[p.key] = "--smoke" if a.smoke else "--no-ray"
+            return
+        reason = _ray.available()
+        if reason:
+            for p in RAY_PATHS:
+                self.skipped[p.key] = reason
+            return
+        for config in dict.fromkeys(p.config for p in RAY_PATHS):
+            env = {**os.environ, **_ray.BASE_ENV, **(_ray.THROUGHPUT_ENV if config == "throughput" else {})}
+            env.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None) if config == "default" else None
+            tmp = tempfile.mkdtemp(prefix=f"rb{config[0]}", dir="/tmp")  # short: Ray puts sockets in it
+            with open(self.work / f"ray-{config}.log", "wb") as logfile:
+                agent = _procs.Child(f"Ray Serve ({config})",
+                                     [str(_ray.HERE / "_ray.py"), "--config", config, "--http-port",
+                                      str(free_port()), "--temp-dir", tmp], env=env, stderr=logfile)
+            agent.tmp = tmp
+            self.agents[config] = agent
+
+    def _skip_ray(self, config: str, why: str) -> None:
+        for p in RAY_PATHS:
+            if p.config == config:
+                self.skipped[p.key] = why
+
+    def _start_bentoml(self):
+        a = self.a
+        if a.smoke or a.no_bentoml:
+            for p in BENTO_PATHS:
+                self.skipped[p.key] = "--smoke" if a.smoke else "--no-bentoml"
+            return None
+        python, version, why = _bentoml.ensure(log)
+        if python is None:
+            for p in BENTO_PATHS:
+                self.skipped[p.key] = why
+            return None
+        self.versions["bentoml"] = version
+        port = free_port()
+        child = _bentoml.start(python, port, self.work / "bentoml.log")
+        self.children.append(child)
+        return child, port
+
+    def _make_probes(self, bento) -> None:
+        bare = self.bare
+
+        def bare_procs(n: int):
+            pids = {c.name: c.pid for c in self.children if c.name.startswith("bare ")}
+            names = [f"bare {'echo' if i == 0 else 'proxy'} {i}" for i in range(n)][::-1]
+            labels = [f"proxy {j + 1}" for j in range(n - 1)] + ["echo"]
+            return lambda: {label: pids[name] for label, name in zip(labels, names)}
+
+        floors = sorted({1, 2, ABC_PROCESSES, *(p.processes for p in MESH_PATHS)})
+        for n in floors:
+            label = "bare echo" if n == 1 else f"bare chain, {n} processes" + (
+                " (A->B->C)" if n == ABC_PROCESSES else "")
+            self.probes.append(LocalProbe(f"bare{n}", label, _callers.GrpcCaller(bare[n - 1]), "bare",
+                                          procs=bare_procs(n), processes=n))
+        for path in MESH_PATHS:
+            server = self.meshes[path.mesh.key()]
+            self.probes.append(LocalProbe(path.key, path.label, self._mesh_caller(path, server), "algomesh",
+                                          procs=server.processes, processes=path.processes, stages=path.stages,
+                                          meta={"target": path.target, "client": path.client,
+                                                "client_options": dict(path.client_options),
+                                                "mesh": {"algorithms": list(path.mesh.algorithms),
+                                                         "manifest": dict(path.mesh.manifest),
+                                                         "up_args": list(path.mesh.up_args)}}))
+            if path.stream:
+                self.streams.append(StreamProbe(
+                    f"{path.key}_stream", f"{path.label}, streamed",
+                    lambda size, s=server, p=path: _callers.sdk_stream(s.key, s.address, p.target, size,
+                                                                       dict(p.client_options)),
+                    server.processes, path.processes))
+                n = path.processes
+                if not any(s.key == f"bare{n}_stream" for s in self.streams):
+                    self.streams.append(StreamProbe(
+                        f"bare{n}_stream", f"bare chain, {n} processes, streamed",
+                        lambda size, addr=bare[n - 1]: _callers.bare_stream(addr, size), bare_procs(n), n))
+        for path in RAY_PATHS:
+            agent = self.agents.get(path.config)
+            if path.key in self.skipped or agent is None or not hasattr(agent, "http"):
+                continue
+            procs = (lambda pid=agent.pid: ray_procs(pid))
+            if path.via == "http":
+                host, port = agent.http.rsplit(":", 1)
+                self.probes.append(LocalProbe(path.key, path.label, _callers.HttpCaller(host, int(port)), "ray",
+                                              procs=procs, stages=path.stages,
+                                              meta={"config": path.config, "via": path.via}))
+            else:
+                self.probes.append(AgentProbe(path.key, path.label, agent, procs=procs, stages=path.stages,
+                                              meta={"config": path.config, "via": path.via}))
+        if bento is not None:
+            child, port = bento
+            for path in BENTO_PATHS:
+                if path.key in self.skipped:
+                    continue
+                caller = _callers.HttpCaller("127.0.0.1", port, "/relay", "application/json", _bentoml.BODY,
+                                             _bentoml.TEXT.encode())
+                self.probes.append(LocalProbe(path.key, path.label, caller, "bentoml",
+                                              procs=lambda pid=child.pid: bento_procs(pid), stages=path.stages))
+
+    def _mesh_caller(self, path: MeshPath, server: MeshServer):
+        if path.client == "grpc":
+            return _callers.GrpcCaller(server.address, (("algomesh-target", path.target),
+                                                        ("authorization", f"Simple {server.key}")))
+        if path.client == "sdk":
+            return _callers.SdkCaller(server.key, server.address, path.target, dict(path.client_options))
+        raise ValueError(f"{path.key}: client must be 'sdk' or 'grpc', not {path.client!r}")
+
+    # ----------------------------------------------------------------- measuring
+
+    async def measure(self) -> None:
+        a = self.a
+        self._make_probes(self.bento)  # here: gRPC channels belong to the loop they are made in
+        for p in self.probes:
+            t0 = time.perf_counter()
+            await p.check(120.0)  # the mesh's cold start: sidecars, runners, load()
+            p.fig.first_call_s = time.perf_counter() - t0
+            await p.sequential(a.warmup)
+            await p.flood(a.concurrency, min(0.5, a.seconds / 4))
+            log(f"{p.label}: answers (first call {p.fig.first_call_s:.2f}s), warmed up")
+        await asyncio.sleep(1.0)
+        for p in self.probes:
+            idle_rss(p)
+        for r in range(a.rounds):
+            order = self.probes if r % 2 == 0 else self.probes[::-1]
+            log(f"round {r + 1}/{a.rounds}")
+            share = a.calls // a.rounds + (r < a.calls % a.rounds)
+            for p in order:
+                p.fig.latencies_us += await p.sequential(share)
+            for p in order:
+                await measured_flood(p, a.concurrency, a.seconds / a.rounds)
+        if self.streams:
+            size = int(a.stream_mib * _procs.MiB)
+            for s in self.streams:
+                await s.run(1 << 20)  # it works, and the path's stream machinery is warm
+            for r in range(a.stream_rounds):
+                for s in (self.streams if r % 2 == 0 else self.streams[::-1]):
+                    took = await s.once(size)
+                    log(f"stream round {r + 1}/{a.stream_rounds}: {s.label}: {a.stream_mib:g} MiB in {took:.2f}s")
+
+    async def close_probes(self) -> None:
+        for p in self.probes:
+            try:
+                await p.close()
+            except Exception:  # noqa: BLE001 (closing after a failure: the failure is what matters)
+                pass
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            self.left_behind |= set(_procs.descendants(agent.pid))
+            if agent.popen.poll() is None:
+                try:
+                    agent.send('{"cmd": "quit"}')  # serve.shutdown(), ray.shutdown(): the cluster stops in order
+                except OSError:
+                    pass
+        for agent in self.agents.values():
+            try:
+                agent.popen.wait(30)
+            except Exception:  # noqa: BLE001
+                pass
+        _procs.stop_all(list(self.agents.values()) + self.children, grace=20)
+        stop_meshes(list(m.up for m in self.meshes.values()))
+        for pid in self.left_behind:  # a Ray process that outlived its cluster (we started it)
+            if _procs.alive(pid):
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+        for agent in self.agents.values():
+            shutil.rmtree(getattr(agent, "tmp", ""), ignore_errors=True) if getattr(agent, "tmp", "") else None
+        if self.a.keep:
+            log(f"kept {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def logs(self) -> str:
+        out = []
+        for m in self.meshes.values():
+            out.append(f"--- {m.name} (algomesh up) log ends:\n{m.log_tail()}")
+        for name in ("ray-default.log", "ray-throughput.log", "bentoml.log"):
+            path = self.work / name
+            if path.exists():
+                out.append(f"--- {name} ends:\n{path.read_text(errors='replace')[-2000:]}")
+        return "\n".join(out)
