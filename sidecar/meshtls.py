@@ -22,16 +22,17 @@ channels and ports either way (``--insecure``: plain TCP, identities taken on tr
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import json
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+# cryptography (about 9 MiB of memory once imported) is needed only to make certificates,
+# in the control plane: a sidecar reads the one name it needs from its certificate itself.
 
 SERVER_NAME = "mesh.algomesh"
 CONTROL_PLANE = "algomesh:control-plane"
@@ -57,16 +58,20 @@ class MeshCredentials:
 
     @property
     def identity(self) -> str:
-        cert = x509.load_pem_x509_certificate(self.cert)
-        return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return common_name(self.cert)
 
     @property
     def not_after(self) -> float:
+        from cryptography import x509
         return x509.load_pem_x509_certificate(self.cert).not_valid_after_utc.timestamp()
 
 
 class MeshCA:
     def __init__(self, lifetime: float = DEFAULT_LIFETIME) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
         self.lifetime = lifetime
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -85,6 +90,10 @@ class MeshCA:
 
     def issue(self, identity: str, lifetime: float | None = None) -> MeshCredentials:
         """A new key and a certificate naming ``identity`` (``owner/name@version``)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         cert = (
@@ -103,6 +112,25 @@ class MeshCA:
             ca=self.ca_pem, cert=cert.public_bytes(serialization.Encoding.PEM),
             key=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
+
+
+_CN = re.compile(rb"\x06\x03\x55\x04\x03([\x0c\x13])([\x00-\x7f])")  # OID 2.5.4.3, a short UTF8/Printable string
+
+
+def common_name(pem: bytes) -> str:
+    """The subject's common name on a PEM certificate of ours, read from its DER bytes: the
+    subject comes after the issuer in a certificate, and only names carry the CN OID, so it
+    is the last CN. (Certificates this CA makes; anything else is refused.)"""
+    try:
+        body = b"".join(line for line in pem.strip().splitlines() if not line.startswith(b"-----"))
+        der = base64.b64decode(body, validate=True)
+    except (ValueError, TypeError):
+        raise ValueError("not a PEM certificate") from None
+    found = list(_CN.finditer(der))
+    if not found:
+        raise ValueError("the certificate has no common name")
+    m = found[-1]
+    return der[m.end():m.end() + m.group(2)[0]].decode("utf-8")
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
