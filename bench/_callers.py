@@ -94,7 +94,20 @@ class HttpCaller:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def _exchange(self, timeout: float) -> tuple[int, bytes]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        """One request on an idle connection, or a new one. A kept-alive connection the server
+        closed meanwhile (its idle timeout) fails before any byte of an answer: then, as any
+        HTTP client does, the request is sent again once on a new connection."""
+        while self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._on(conn, timeout)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+        return await self._on(await asyncio.open_connection(self.host, self.port), timeout)
+
+    async def _on(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                  timeout: float) -> tuple[int, bytes]:
         reader, writer = conn
         try:
             async with asyncio.timeout(timeout):

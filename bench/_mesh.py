@@ -63,6 +63,10 @@ def materialize(mesh: Mesh, root: Path) -> list[Path]:
     return folders
 
 
+INGRESS = "ingress+control plane"
+OFF_PATH = "control plane (off the path)"
+
+
 class MeshServer:
     """One ``algomesh up`` on a data dir of its own, with a description's algorithms published."""
 
@@ -87,10 +91,12 @@ class MeshServer:
     def key(self) -> str:
         return self.up.key
 
-    def processes(self) -> dict[str, int]:
-        """label -> pid: the ingress (``algomesh up``), and each algorithm's sidecars and runners."""
+    def processes(self, direct: bool = False) -> dict[str, int]:
+        """label -> pid: the ingress (``algomesh up``), and each algorithm's sidecars and runners.
+        A direct client does not call through the ingress, but the control plane in the same
+        process still takes every call's spans: its CPU is counted, labelled as off the path."""
         top = self.up.popen.pid
-        out = {"ingress+control plane": top}
+        out = {OFF_PATH if direct else INGRESS: top}
         for pid in _procs.descendants(top):
             try:
                 cmd = _procs.cmdline(pid)

@@ -127,6 +127,7 @@ class Run:
         self.skipped: dict[str, str] = {}
         self.versions: dict[str, str | None] = {"ray": _ray.version(), "bentoml": None}
         self.probes: list[Probe] = []
+        self.dropped: list[Probe] = []  # third-party paths that failed (closed at the end)
         self.streams: list[StreamProbe] = []
         self.bare: list[str] = []
         self.left_behind: set[int] = set()
@@ -227,7 +228,8 @@ class Run:
         for path in MESH_PATHS:
             server = self.meshes[path.mesh.key()]
             self.probes.append(LocalProbe(path.key, path.label, self._mesh_caller(path, server), "algomesh",
-                                          procs=server.processes, processes=path.processes, stages=path.stages,
+                                          procs=lambda s=server, d=bool(path.client_options.get("direct")):
+                                          s.processes(d), processes=path.processes, stages=path.stages,
                                           meta={"target": path.target, "client": path.client,
                                                 "client_options": dict(path.client_options),
                                                 "mesh": {"algorithms": list(path.mesh.algorithms),
@@ -277,16 +279,31 @@ class Run:
 
     # ----------------------------------------------------------------- measuring
 
+    async def _guarded(self, p: Probe, phase: str, step) -> None:
+        """Runs one step of a path. A failure of our own (algomesh, the bare floor) ends the
+        run; Ray Serve or BentoML failing is recorded as that path's result (with what it
+        had measured) and the run goes on without it."""
+        try:
+            await step
+        except Exception as exc:  # noqa: BLE001
+            if p.kind not in ("ray", "bentoml"):
+                raise
+            lat = sorted(p.fig.latencies_us)
+            seen = (f"; before that, {len(lat)} sequential calls: p50 {lat[len(lat) // 2] / 1000:.2f} ms"
+                    if lat else "")
+            self.skipped[p.key] = f"failed while {phase}: {type(exc).__name__}: {exc}{seen}"
+            self.probes.remove(p)
+            self.dropped.append(p)
+            log(f"{p.label}: {self.skipped[p.key]}")
+
     async def measure(self) -> None:
         a = self.a
         self._make_probes(self.bento)  # here: gRPC channels belong to the loop they are made in
-        for p in self.probes:
+        for p in list(self.probes):
             t0 = time.perf_counter()
-            await p.check(120.0)  # the mesh's cold start: sidecars, runners, load()
+            await self._guarded(p, "checking its answer", p.check(120.0))  # a mesh's cold start
             p.fig.first_call_s = time.perf_counter() - t0
-            await p.sequential(a.warmup)
-            await p.flood(a.concurrency, min(0.5, a.seconds / 4))
-            log(f"{p.label}: answers (first call {p.fig.first_call_s:.2f}s), warmed up")
+            await self._guarded(p, "warming up", self._warm(p))
         await asyncio.sleep(1.0)
         for p in self.probes:
             idle_rss(p)
@@ -294,10 +311,11 @@ class Run:
             order = self.probes if r % 2 == 0 else self.probes[::-1]
             log(f"round {r + 1}/{a.rounds}")
             share = a.calls // a.rounds + (r < a.calls % a.rounds)
-            for p in order:
-                p.fig.latencies_us += await p.sequential(share)
-            for p in order:
-                await measured_flood(p, a.concurrency, a.seconds / a.rounds)
+            for p in list(order):
+                await self._guarded(p, f"making sequential calls (round {r + 1})", self._sequential(p, share))
+            for p in list(order):
+                await self._guarded(p, f"making {a.concurrency} calls at once (round {r + 1})",
+                                    measured_flood(p, a.concurrency, a.seconds / a.rounds))
         if self.streams:
             size = int(a.stream_mib * _procs.MiB)
             for s in self.streams:
@@ -307,8 +325,19 @@ class Run:
                     took = await s.once(size)
                     log(f"stream round {r + 1}/{a.stream_rounds}: {s.label}: {a.stream_mib:g} MiB in {took:.2f}s")
 
+    async def _warm(self, p: Probe) -> None:
+        a = self.a
+        await self._sequential(p, a.warmup, keep=False)
+        await p.flood(a.concurrency, min(0.5, a.seconds / 4))
+        log(f"{p.label}: answers (first call {p.fig.first_call_s:.2f}s), warmed up")
+
+    async def _sequential(self, p: Probe, calls: int, keep: bool = True) -> None:
+        lat = await p.sequential(calls)
+        if keep:
+            p.fig.latencies_us += lat
+
     async def close_probes(self) -> None:
-        for p in self.probes:
+        for p in self.probes + self.dropped:
             try:
                 await p.close()
             except Exception:  # noqa: BLE001 (closing after a failure: the failure is what matters)

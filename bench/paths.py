@@ -4,13 +4,12 @@ An **algomesh path** is a mesh (the algorithm folders published into one ``algom
 changes to their manifests, extra ``algomesh up`` flags), the algorithm the client calls,
 and the client (the SDK's ``algomesh.async_client`` with keyword options, or a raw gRPC
 stub that speaks the public wire contract). Paths that name equal meshes share one
-``algomesh up``. Adding a variant is a few lines, e.g. once the in-process runner and the
-direct client exist::
+``algomesh up``. Adding a variant is a few lines, e.g. the three stages run inside their sidecars and
+called straight, not through the ingress (``mesh3_shared_direct`` below)::
 
-    THREE_INPROC = replace(THREE, manifest={"*": {"runtime": "python-inproc"}})
-    MeshPath("mesh3_inproc_direct", "algomesh 3 stages, in-process runner, direct client",
-             THREE_INPROC, target="bench/stage1", stages=3, processes=4,
-             client_options={"direct": True})
+    MeshPath("mesh3_shared_direct", "algomesh: 3-stage, shared, direct",
+             replace(THREE, manifest={"*": {"isolation": "shared"}}),
+             target="bench/stage1", processes=3, stages=3, client_options={"direct": True})
 
 ``processes`` is how many server processes one call crosses (the ingress, and per stage a
 sidecar and a runner): the floor it is compared with is a bare grpc.aio chain of as many
@@ -23,7 +22,7 @@ the bare chains are derived from the algomesh paths' process counts (plus 1, 2 a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -89,10 +88,20 @@ ONE = Mesh(algorithms=("noop",))
 # stage1 -> stage2 -> stage3, each piping to the next from inside apply (bench/pipeline/)
 THREE = Mesh(algorithms=("pipeline/stage1", "pipeline/stage2", "pipeline/stage3"))
 
+# isolation = "shared": each algorithm runs inside its sidecar's process (no runner process,
+# pipes handed to the sidecar in-process); with the SDK's direct=True the client calls the
+# first stage's sidecar itself, not the ingress. Shared isolation takes no streams yet.
+SHARED = {"*": {"isolation": "shared"}}
+DIRECT = {"direct": True}
+
 MESH_PATHS: tuple[MeshPath, ...] = (
     MeshPath("mesh1", "algomesh: 1 no-op algorithm", ONE, target="bench/noop", processes=3),
     MeshPath("mesh3", "algomesh: 3-stage pipeline", THREE, target="bench/stage1", processes=7,
              stages=3, stream=True),
+    MeshPath("mesh1_shared_direct", "algomesh: 1 no-op, shared, direct", replace(ONE, manifest=SHARED),
+             target="bench/noop", processes=1, client_options=DIRECT),
+    MeshPath("mesh3_shared_direct", "algomesh: 3-stage, shared, direct", replace(THREE, manifest=SHARED),
+             target="bench/stage1", processes=3, stages=3, client_options=DIRECT),
 )
 
 RAY_PATHS: tuple[RayPath, ...] = (
