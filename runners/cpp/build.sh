@@ -24,7 +24,8 @@ stamp=$( (cd "$here" && find . -path ./build -prune -o -type f \( -name '*.cpp' 
 exec 9>"$cache/.install.lock"
 flock 9
 if [ "$(cat "$cache/runner.stamp" 2>/dev/null)" != "$stamp" ]; then
-  rm -rf "$cache/runner" "$cache/runner.stamp"
+  # a fresh build tree: one configured from another checkout's sources is refused by CMake
+  rm -rf "$cache/runner" "$cache/runner.stamp" "$cache/runner-build"
   cmake -S "$here" -B "$cache/runner-build" -DCMAKE_BUILD_TYPE=Release \
         -DALGOMESH_PROTO_DIR="$proto" -DCMAKE_INSTALL_PREFIX="$cache/runner" >/dev/null
   cmake --build "$cache/runner-build" -j "$jobs"

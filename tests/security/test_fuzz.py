@@ -864,7 +864,7 @@ def test_oversize_metadata_and_unknown_methods_are_rejected_by_grpc_untyped(mesh
     method = channel.unary_unary(_wire.CALL_METHOD)
     o = call(method, b"", (*mesh.auth, (_wire.TARGET_KEY, "fuzz/echo"), ("x-big", "a" * 20_000)))
     assert (o.code, o.info) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "metadata size exceeds hard limit" in o.details
-    for path in ("/algomesh.v1.Mesh/CallStream", "/algomesh.v1.Registry/Nope", "/algomesh.v1.Runner/Apply", "/x.Y/Z"):
+    for path in ("/algomesh.v1.Mesh/Nope", "/algomesh.v1.Registry/Nope", "/algomesh.v1.Runner/Apply", "/x.Y/Z"):
         o = call(channel.unary_unary(path), b"", mesh.auth)
         assert (o.code, o.info, o.details) == (grpc.StatusCode.UNIMPLEMENTED, None, "Method not found!"), path
 
