@@ -58,7 +58,7 @@ class MeshCredentials:
 
     @property
     def identity(self) -> str:
-        return common_name(self.cert)
+        return identity_of(self.cert)
 
     @property
     def not_after(self) -> float:
@@ -98,12 +98,17 @@ class MeshCA:
         now = datetime.datetime.now(datetime.timezone.utc)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+            .subject_name(x509.Name([x509.NameAttribute(
+                NameOID.COMMON_NAME, identity if len(identity) <= 64 else identity[:61] + "...")]))
             .issuer_name(self._cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _SKEW)
             .not_valid_after(now + datetime.timedelta(seconds=lifetime or self.lifetime))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
+            # The identity, whole, as a URI (owner/name@version may pass the 64 characters a
+            # common name may have); the common name is the same, cut to fit, for people.
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME),
+                                                        x509.UniformResourceIdentifier(URI_SCHEME + identity)]),
+                           critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
                                                   x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -114,29 +119,34 @@ class MeshCA:
                                   serialization.NoEncryption()))
 
 
-_CN = re.compile(rb"\x06\x03\x55\x04\x03([\x0c\x13])([\x00-\x7f])")  # OID 2.5.4.3, a short UTF8/Printable string
+URI_SCHEME = "algomesh:"  # a certificate's identity: the URI name algomesh:owner/name@version
+# a URI name (GeneralName [6], IA5String) that starts with our scheme; its length in short or long form
+_URI = re.compile(rb"\x86(?:([\x00-\x7f])|\x81([\x80-\xff]))" + re.escape(URI_SCHEME.encode()))
 
 
-def common_name(pem: bytes) -> str:
-    """The subject's common name on a PEM certificate of ours, read from its DER bytes: the
-    subject comes after the issuer in a certificate, and only names carry the CN OID, so it
-    is the last CN. (Certificates this CA makes; anything else is refused.)"""
+def identity_of(pem: bytes) -> str:
+    """The identity on a PEM certificate of ours (its ``algomesh:`` URI name), read from its
+    DER bytes, without cryptography. Anything else is refused (ValueError)."""
     try:
         body = b"".join(line for line in pem.strip().splitlines() if not line.startswith(b"-----"))
         der = base64.b64decode(body, validate=True)
     except (ValueError, TypeError):
         raise ValueError("not a PEM certificate") from None
-    found = list(_CN.finditer(der))
-    if not found:
-        raise ValueError("the certificate has no common name")
-    m = found[-1]
-    return der[m.end():m.end() + m.group(2)[0]].decode("utf-8")
+    m = _URI.search(der)
+    if m is None:
+        raise ValueError("the certificate names no algomesh identity")
+    length = (m.group(1) or m.group(2))[0]
+    start = m.start() + (2 if m.group(1) else 3)
+    return der[start:start + length].decode("ascii")[len(URI_SCHEME):]
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
-    """The common name on the calling peer's verified certificate; None on a plain connection."""
-    names = context.auth_context().get("x509_common_name")
-    return names[0].decode() if names else None
+    """The identity on the calling peer's verified certificate (its ``algomesh:`` URI name);
+    None on a plain connection."""
+    for uri in context.auth_context().get("peer_uri", ()):
+        if uri.startswith(URI_SCHEME.encode()):
+            return uri[len(URI_SCHEME):].decode()
+    return None
 
 
 class MeshTransport:

@@ -97,3 +97,16 @@ def test_an_algorithm_never_sees_keys_or_certificates(tmp_path, monkeypatch):
         assert mesh.api_key not in logs and mesh.api_key not in mesh.output.replace(mesh.banner, "")
     finally:
         mesh.stop()
+
+
+def test_the_longest_names_get_certificates_and_pipe(mesh, tmp_path):
+    """owner/name@version may pass the 64 characters a certificate's common name holds: the
+    identity travels whole as the certificate's algomesh: URI name (it used to fail the
+    instance's start with INTERNAL)."""
+    callee, caller = "o" * 64 + "/" + "n" * 64, "o" * 64 + "/" + "c" * 64
+    mesh.publish(write_algorithm(tmp_path / "callee", callee, "1.0.0", "def apply(x):\n    return x\n"))
+    mesh.publish(write_algorithm(tmp_path / "caller", caller, "1.0.0",
+                                 f"import algomesh\ndef apply(x):\n    return algomesh.client().algo({callee!r}).pipe(x).result\n",
+                                 extra_toml=f'[permissions]\ncan_call = ["{callee}"]\n'))
+    with mesh.client() as c:
+        assert c.algo(caller).pipe("through").result == "through"  # the callee proved who called it
