@@ -165,13 +165,14 @@ class MeshTransport:
         return self.creds is not None
 
     def otlp_exporter(self, address: str):
-        """An OTLP span exporter to a mesh party (the control plane's collector)."""
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        """An OTLP span exporter to a mesh party (the control plane's collector): blocking,
+        for the batch span processor's thread (span_export.py)."""
+        from .span_export import MeshSpanExporter
 
         if self.creds is None:
-            return OTLPSpanExporter(endpoint=address, insecure=True)
-        return OTLPSpanExporter(endpoint=address, credentials=self._channel_creds,
-                                channel_options=(("grpc.ssl_target_name_override", SERVER_NAME),))
+            return MeshSpanExporter(grpc.insecure_channel(address))
+        return MeshSpanExporter(grpc.secure_channel(address, self._channel_creds,
+                                                    options=(("grpc.ssl_target_name_override", SERVER_NAME),)))
 
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
         if self.creds is None:
