@@ -70,7 +70,19 @@ def start(python: Path, port: int, log_path: Path) -> Child:
     with open(log_path, "wb") as logfile:
         return Child("bentoml serve", ["-m", "bentoml", "serve", "service:Stage1", "--host", "127.0.0.1",
                                        "--port", str(port)],
-                     python=str(python), stderr=logfile, cwd=str(SERVICE_DIR), env={**os.environ, **ENV})
+                     python=str(python), stdout=logfile, stderr=subprocess.STDOUT, cwd=str(SERVICE_DIR),
+                     env={**os.environ, **ENV})
+
+
+def last_error(log_path: Path) -> str:
+    """The last exception bentoml serve logged (what an HTTP 500 hides), or ""."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line.strip() for line in lines if line[:1].isalpha() and ("Error:" in line or "Exception:" in line)
+             and not line.startswith(("Traceback", "The above"))]
+    return found[-1] if found else ""
 
 
 def wait_ready(child: Child, port: int, timeout: float = 120.0) -> None:

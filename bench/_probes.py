@@ -41,6 +41,7 @@ class Probe:
         self.stages = stages
         self.meta = meta or {}
         self.fig = Figures()
+        self.warm_latencies_us: list[float] = []
 
     async def check(self, timeout: float) -> None:
         raise NotImplementedError

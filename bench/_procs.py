@@ -41,15 +41,17 @@ class Child:
     """A subprocess of ``sys.executable`` (or of ``python``, another interpreter) whose
     stdout lines are read by a thread. ``args`` follow the interpreter (a script, ``-m``)."""
 
-    def __init__(self, name: str, args: list[str], *, stderr=None, env: dict | None = None,
+    def __init__(self, name: str, args: list[str], *, stderr=None, stdout=None, env: dict | None = None,
                  python: str | None = None, cwd: str | None = None) -> None:
+        """``stdout``: a file for its output instead (then ``expect`` has nothing to read)."""
         self.name = name
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.popen = subprocess.Popen(
             [python or sys.executable, "-c", GUARD.format(parent=os.getpid()), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdin=subprocess.PIPE, stdout=stdout or subprocess.PIPE, stderr=stderr, text=True,
             start_new_session=True, env=env, cwd=cwd)
-        threading.Thread(target=self._drain, daemon=True).start()
+        if stdout is None:
+            threading.Thread(target=self._drain, daemon=True).start()
 
     @property
     def pid(self) -> int:

@@ -288,10 +288,12 @@ class Run:
         except Exception as exc:  # noqa: BLE001
             if p.kind not in ("ray", "bentoml"):
                 raise
-            lat = sorted(p.fig.latencies_us)
+            lat = sorted(p.fig.latencies_us or p.warm_latencies_us)
             seen = (f"; before that, {len(lat)} sequential calls: p50 {lat[len(lat) // 2] / 1000:.2f} ms"
                     if lat else "")
-            self.skipped[p.key] = f"failed while {phase}: {type(exc).__name__}: {exc}{seen}"
+            why = _bentoml.last_error(self.work / "bentoml.log") if p.kind == "bentoml" else ""
+            self.skipped[p.key] = (f"failed while {phase}: {type(exc).__name__}: {exc}"
+                                   f"{f' (its log: {why})' if why else ''}{seen}")
             self.probes.remove(p)
             self.dropped.append(p)
             log(f"{p.label}: {self.skipped[p.key]}")
@@ -327,14 +329,12 @@ class Run:
 
     async def _warm(self, p: Probe) -> None:
         a = self.a
-        await self._sequential(p, a.warmup, keep=False)
+        p.warm_latencies_us = await p.sequential(a.warmup)
         await p.flood(a.concurrency, min(0.5, a.seconds / 4))
         log(f"{p.label}: answers (first call {p.fig.first_call_s:.2f}s), warmed up")
 
-    async def _sequential(self, p: Probe, calls: int, keep: bool = True) -> None:
-        lat = await p.sequential(calls)
-        if keep:
-            p.fig.latencies_us += lat
+    async def _sequential(self, p: Probe, calls: int) -> None:
+        p.fig.latencies_us += await p.sequential(calls)
 
     async def close_probes(self) -> None:
         for p in self.probes + self.dropped:
@@ -367,7 +367,11 @@ class Run:
                 except OSError:
                     pass
         for agent in self.agents.values():
-            shutil.rmtree(getattr(agent, "tmp", ""), ignore_errors=True) if getattr(agent, "tmp", "") else None
+            if getattr(agent, "tmp", ""):
+                shutil.rmtree(agent.tmp, ignore_errors=True)
+            # Ray 2.60 also writes its session folder under /tmp/ray, named after the driver's pid
+            for session in Path("/tmp/ray").glob(f"session_*_{agent.pid}"):
+                shutil.rmtree(session, ignore_errors=True)
         if self.a.keep:
             log(f"kept {self.work}")
         else:

@@ -87,6 +87,8 @@ class BentoPath:
 ONE = Mesh(algorithms=("noop",))
 # stage1 -> stage2 -> stage3, each piping to the next from inside apply (bench/pipeline/)
 THREE = Mesh(algorithms=("pipeline/stage1", "pipeline/stage2", "pipeline/stage3"))
+# the same with `async def apply` and the async client (bench/pipeline_async/), as Ray's stages are
+THREE_ASYNC = Mesh(algorithms=("pipeline_async/stage1", "pipeline_async/stage2", "pipeline_async/stage3"))
 
 # isolation = "shared": each algorithm runs inside its sidecar's process (no runner process,
 # pipes handed to the sidecar in-process); with the SDK's direct=True the client calls the
@@ -98,6 +100,8 @@ MESH_PATHS: tuple[MeshPath, ...] = (
     MeshPath("mesh1", "algomesh: 1 no-op algorithm", ONE, target="bench/noop", processes=3),
     MeshPath("mesh3", "algomesh: 3-stage pipeline", THREE, target="bench/stage1", processes=7,
              stages=3, stream=True),
+    MeshPath("mesh3_async", "algomesh: 3-stage pipeline, async apply", THREE_ASYNC, target="bench/stage1",
+             processes=7, stages=3, stream=True),
     MeshPath("mesh1_shared_direct", "algomesh: 1 no-op, shared, direct", replace(ONE, manifest=SHARED),
              target="bench/noop", processes=1, client_options=DIRECT),
     MeshPath("mesh3_shared_direct", "algomesh: 3-stage, shared, direct", replace(THREE, manifest=SHARED),

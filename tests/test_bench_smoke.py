@@ -36,7 +36,8 @@ RATIOS = {"mesh1.hop_latency", "mesh1.hop_cpu", "mesh1.sidecar_rss_idle", "mesh1
           "mesh3_shared_direct.hop_latency", "mesh3_shared_direct.hop_cpu", "mesh3_shared_direct.throughput_vs_abc",
           "mesh3.hop_latency", "mesh3.hop_cpu", "mesh3.sidecar_rss_idle", "mesh3.sidecar_rss_load",
           "mesh3.throughput_vs_ray", "mesh3.p50_vs_ray", "mesh3.throughput_vs_abc",
-          "mesh3_stream.stream_throughput", "mesh3_stream.stream_rss_growth"}
+          "mesh3_stream.stream_throughput", "mesh3_stream.stream_rss_growth",
+          "mesh3_async_stream.stream_throughput", "mesh3_async_stream.stream_rss_growth"}
 
 
 @pytest.mark.timeout(300)
@@ -52,8 +53,8 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert doc["config"]["smoke"] and doc["config"]["payload_bytes"] == 100
 
     # the floor with as many processes as each algomesh path, and the A->B->C chain
-    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "mesh1", "mesh3", "mesh1_shared_direct",
-                                 "mesh3_shared_direct"}
+    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "mesh1", "mesh3", "mesh3_async",
+                                 "mesh1_shared_direct", "mesh3_shared_direct"}
     for key, path in doc["paths"].items():
         assert PATH_KEYS <= set(path), key
         assert path["calls"] == 200 and path["p99_us"] >= path["p50_us"] > 0, key
@@ -75,7 +76,7 @@ def test_side_by_side_benchmark_smoke(tmp_path):
         assert f"{key:<44} skipped: --smoke" in out.stdout
 
     # the stream went through the pipeline and a bare chain of as many processes
-    assert set(doc["streams"]) == {"mesh3_stream", "bare7_stream"}
+    assert set(doc["streams"]) == {"mesh3_stream", "mesh3_async_stream", "bare7_stream"}
     for key, s in doc["streams"].items():
         assert s["mib"] == 8 and s["mib_per_s"] > 0, key
         assert "client" in s["rss_growth_mib"] and len(s["rss_growth_mib"]) == 8, key
