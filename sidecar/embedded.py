@@ -27,7 +27,6 @@ from pathlib import Path
 from algomesh import _wire
 from algomesh._errors import AlgomeshError, error, from_status
 
-from .deadline import remaining
 from .stack import Call, Handler, Reply
 
 log = logging.getLogger("algomesh.embedded")
@@ -99,17 +98,14 @@ class EmbeddedRunner:
         metadata = ((_wire.CALL_KEY, call.token),) if call.token else ()
         if call.traceparent:
             metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
-        try:
-            body = await asyncio.wait_for(self._servicer.Apply(call.body, _Context(metadata)), remaining(call))
+        try:  # (the inbound stack's deadline layer ends it at the call's deadline)
+            body = await self._servicer.Apply(call.body, _Context(metadata))
         except _Abort as exc:
             typed = _typed(exc)
             if typed.reason in ("ALGORITHM_ERROR", "INVALID_INPUT"):
                 typed.metadata.setdefault("algorithm", self.algorithm)
                 typed.metadata.setdefault("version", self.version)
             raise typed from None
-        except asyncio.TimeoutError:
-            raise error("DEADLINE_EXCEEDED", f"{self.algorithm} {self.version} did not finish before the deadline",
-                        algorithm=self.algorithm, version=self.version) from None
         return Reply(body, list(self._trailing))
 
 

@@ -121,3 +121,14 @@ def test_the_manifest_checks_it(tmp_path, client):
     with pytest.raises(algomesh.InvalidError) as e:
         client.publish(folder)
     assert "isolation must be process or shared" in e.value.message
+
+
+def test_a_call_past_its_deadline_is_answered_in_time(mesh, client, tmp_path):
+    mesh.publish(write_algorithm(tmp_path / "slow", "emb/slow", "1.0.0",
+                                 "import time\ndef apply(x):\n    time.sleep(x)\n    return x\n", extra_toml=SHARED))
+    assert client.algo("emb/slow").pipe(0).result == 0
+    import time
+    t0 = time.monotonic()
+    with pytest.raises(algomesh.DeadlineExceededError):
+        client.algo("emb/slow").set_options(timeout=1).pipe(5).result
+    assert time.monotonic() - t0 < 3
