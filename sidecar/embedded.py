@@ -17,7 +17,6 @@ instead). Use it for trusted code on the hot path (docs/runners.md).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
