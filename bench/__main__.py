@@ -26,7 +26,7 @@ in interleaved rounds so background load hits all alike. What is measured is dec
 bench/paths.py (a path is a few lines there).
 
     python -m bench [--smoke] [--no-ray] [--no-bentoml] [--calls N] [--seconds S] [--rounds R]
-                    [--stream-mib M] [--json PATH]
+                    [--stream-mib M] [--json PATH] [--markdown PATH]
 """
 from __future__ import annotations
 
@@ -114,6 +114,9 @@ def run(a: argparse.Namespace, argv: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
     print(f"\nwrote {out} ({doc['duration_s']:.0f}s; load average at end {doc['load_average']['end']})")
+    if a.markdown:
+        Path(a.markdown).write_text(_report.markdown(doc))
+        print(f"wrote {a.markdown}")
     return 0
 
 
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream-mib", type=float, help="MiB streamed per run (default 100; 8 with --smoke)")
     p.add_argument("--stream-rounds", type=int, help="streamed runs per path (default 2; 1 with --smoke)")
     p.add_argument("--json", help="where to write the figures (default bench/results/bench.json)")
+    p.add_argument("--markdown", help="also write the tables as Markdown here (for docs/performance.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data dirs)")
     a = p.parse_args(argv)
     a.calls = a.calls or (200 if a.smoke else 2000)

@@ -156,3 +156,42 @@ def print_report(doc: dict) -> None:
         verdict = "" if r["target"] is None else ("MET" if r["met"] else "NOT MET" if r["met"] is False else "NOT MEASURED")
         target = f"target {r['target']}" if r["target"] else "(no target)"
         print(f"{r['label']:<56} {value:>10}  {target:<14} {verdict:<12} {r['note']}")
+
+
+# ---------------------------------------------------------------------- markdown
+
+
+def markdown(doc: dict) -> str:
+    """The run's tables in Markdown, for docs/performance.md (``python -m bench --markdown FILE``)."""
+    c, m = doc["config"], doc["machine"]
+    out = [f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+           f"Python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}, Ray {m['ray']}, "
+           f"BentoML {m['bentoml']}. Date: {doc['date']}. Load average at start {doc['load_average']['start']}, "
+           f"at end {doc['load_average']['end']}. Command: `{doc['command']}` ({doc['duration_s']:.0f} s).", "",
+           f"| path | processes | p50 ms | p99 ms | calls/s at {c['concurrency']} in flight | "
+           "CPU µs/call, servers | CPU µs/call, client |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for v in doc["paths"].values():
+        out.append(f"| {v['label']} | {v['processes'] or len(v['cpu_us_per_call'])} | {v['p50_us'] / 1000:.2f} | "
+                   f"{v['p99_us'] / 1000:.2f} | {v['calls_per_s']:.0f} | {v['cpu_us_per_call_servers']:.0f} | "
+                   f"{v['cpu_us_per_call_client']:.0f} |")
+    for key, why in doc["skipped"].items():
+        out.append(f"| {key} | | | | not measured: {why} | | |")
+    out += ["", "| process (path) | CPU µs/call | RSS idle MiB | RSS under load MiB |", "|---|---:|---:|---:|"]
+    for key, v in doc["paths"].items():
+        if v["kind"] != "algomesh" and key != "bare3":  # the floor's processes look alike: one chain
+            continue
+        for proc in v["cpu_us_per_call"]:
+            out.append(f"| {proc} ({key}) | {v['cpu_us_per_call'][proc]:.0f} | {v['rss_idle_mib'].get(proc, 0):.1f} | "
+                       f"{v['rss_load_mib'].get(proc, 0):.1f} |")
+    out += ["", f"| {c['stream_mib']:g} MiB streamed | processes | s (median) | MiB/s | largest RSS growth MiB |",
+            "|---|---:|---:|---:|---:|"]
+    for s in doc["streams"].values():
+        worst = max(s["rss_growth_mib"], key=s["rss_growth_mib"].get)
+        out.append(f"| {s['label']} | {s['processes']} | {s['median_seconds']:.2f} | {s['mib_per_s']:.0f} | "
+                   f"{s['max_rss_growth_mib']:.0f} ({worst}) |")
+    out += ["", "| ratio | value | target | |", "|---|---:|---|---|"]
+    for r in doc["ratios"]:
+        value = "n/a" if r["value"] is None else (f"{r['value']:.2f}×" if r["unit"] == "x" else f"{r['value']:.1f} {r['unit']}")
+        verdict = "" if r["target"] is None else ("**met**" if r["met"] else "not met" if r["met"] is False else "not measured")
+        out.append(f"| {r['label']} ({r['note']}) | {value} | {r['target'] or ''} | {verdict} |")
+    return "\n".join(out) + "\n"

@@ -43,7 +43,8 @@ RATIOS = {"mesh1.hop_latency", "mesh1.hop_cpu", "mesh1.sidecar_rss_idle", "mesh1
 @pytest.mark.timeout(300)
 def test_side_by_side_benchmark_smoke(tmp_path):
     out_json = tmp_path / "bench.json"
-    out = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out_json)],
+    out_md = tmp_path / "bench.md"
+    out = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out_json), "--markdown", str(out_md)],
                          cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stdout + out.stderr[-5000:]
     doc = json.loads(out_json.read_text())
@@ -98,3 +99,8 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     for path in doc["paths"].values():
         assert any(line.startswith(path["label"]) for line in out.stdout.splitlines()), path["label"]
     assert f"wrote {out_json}" in out.stdout
+    md = out_md.read_text()  # the tables for docs/performance.md: every path, stream and ratio
+    for path in doc["paths"].values():
+        assert f"| {path['label']} | {path['processes']} |" in md
+    assert all(f"| {s['label']} |" in md for s in doc["streams"].values())
+    assert all(f"| {r['label']} (" in md for r in doc["ratios"])
