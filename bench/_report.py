@@ -193,5 +193,6 @@ def markdown(doc: dict) -> str:
     for r in doc["ratios"]:
         value = "n/a" if r["value"] is None else (f"{r['value']:.2f}×" if r["unit"] == "x" else f"{r['value']:.1f} {r['unit']}")
         verdict = "" if r["target"] is None else ("**met**" if r["met"] else "not met" if r["met"] is False else "not measured")
-        out.append(f"| {r['label']} ({r['note']}) | {value} | {r['target'] or ''} | {verdict} |")
+        note = f" ({r['note']})" if r["note"] else ""
+        out.append(f"| {r['label']}{note} | {value} | {r['target'] or ''} | {verdict} |")
     return "\n".join(out) + "\n"

@@ -103,4 +103,4 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     for path in doc["paths"].values():
         assert f"| {path['label']} | {path['processes']} |" in md
     assert all(f"| {s['label']} |" in md for s in doc["streams"].values())
-    assert all(f"| {r['label']} (" in md for r in doc["ratios"])
+    assert all(f"| {r['label']}" in md for r in doc["ratios"])
