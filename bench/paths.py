@@ -106,6 +106,10 @@ MESH_PATHS: tuple[MeshPath, ...] = (
              target="bench/noop", processes=1, client_options=DIRECT),
     MeshPath("mesh3_shared_direct", "algomesh: 3-stage, shared, direct", replace(THREE, manifest=SHARED),
              target="bench/stage1", processes=3, stages=3, client_options=DIRECT),
+    # the same with async stages: an async apply's pipes are awaited on its sidecar's own loop
+    MeshPath("mesh3_async_shared_direct", "algomesh: 3-stage, async, shared, direct",
+             replace(THREE_ASYNC, manifest=SHARED), target="bench/stage1", processes=3, stages=3,
+             client_options=DIRECT),
 )
 
 RAY_PATHS: tuple[RayPath, ...] = (

@@ -34,6 +34,8 @@ PATH_KEYS = {"label", "kind", "processes", "stages", "calls", "p50_us", "p99_us"
              "rss_load_mib"}
 RATIOS = {"mesh1.hop_latency", "mesh1.hop_cpu", "mesh1.sidecar_rss_idle", "mesh1.sidecar_rss_load",
           "mesh3_shared_direct.hop_latency", "mesh3_shared_direct.hop_cpu", "mesh3_shared_direct.throughput_vs_abc",
+          "mesh3_async_shared_direct.hop_latency", "mesh3_async_shared_direct.hop_cpu",
+          "mesh3_async_shared_direct.throughput_vs_abc",
           "mesh3.hop_latency", "mesh3.hop_cpu", "mesh3.sidecar_rss_idle", "mesh3.sidecar_rss_load",
           "mesh3.throughput_vs_ray", "mesh3.p50_vs_ray", "mesh3.throughput_vs_abc",
           "mesh3_stream.stream_throughput", "mesh3_stream.stream_rss_growth",
@@ -55,7 +57,7 @@ def test_side_by_side_benchmark_smoke(tmp_path):
 
     # the floor with as many processes as each algomesh path, and the A->B->C chain
     assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "mesh1", "mesh3", "mesh3_async",
-                                 "mesh1_shared_direct", "mesh3_shared_direct"}
+                                 "mesh1_shared_direct", "mesh3_shared_direct", "mesh3_async_shared_direct"}
     for key, path in doc["paths"].items():
         assert PATH_KEYS <= set(path), key
         assert path["calls"] == 200 and path["p99_us"] >= path["p50_us"] > 0, key
