@@ -26,7 +26,8 @@ from pathlib import Path
 from algomesh import _wire
 from algomesh._errors import AlgomeshError, error, from_status
 
-from .stack import Call, Handler, Reply
+from .server import read_call
+from .stack import Handler, Reply
 
 log = logging.getLogger("algomesh.embedded")
 
@@ -112,22 +113,8 @@ def local_pipes(pipes: Handler):
     """The outbound stack as ``sdk/_local.py`` calls it: what the outbound socket's handler
     reads from a pipe's metadata (server.py, surface "outbound"), without the socket."""
     async def pipe(body: bytes, metadata: tuple, timeout: float) -> tuple[bytes, list]:
-        target = token = traceparent = ""
-        cache = True
-        for key, value in metadata:
-            if key == _wire.TARGET_KEY:
-                target = value
-            elif key == _wire.CALL_KEY:
-                token = value
-            elif key == _wire.TRACEPARENT_KEY:
-                traceparent = value
-            elif key == _wire.CACHE_KEY:
-                cache = value != "off"
-        if not target:
-            raise error("INVALID_TARGET", f"no {_wire.TARGET_KEY} metadata: name the algorithm to call")
-        budget = min(timeout, _wire.DEFAULT_TIMEOUT) if timeout and timeout > 0 else _wire.DEFAULT_TIMEOUT
-        reply = await pipes(Call(body=body, target=target, deadline=time.monotonic() + budget, token=token,
-                                 traceparent=traceparent, cache=cache))
+        reply = await pipes(read_call(body, metadata, timeout if timeout and timeout > 0 else None,
+                                      surface="outbound"))
         return reply.body, list(reply.trailing)
     return pipe
 

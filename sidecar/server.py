@@ -29,6 +29,58 @@ SERVER_OPTIONS = (
 )
 
 
+def read_call(body: bytes, metadata, left: float | None, *, surface: str, own_target: str = "",
+              proven: str | None = None, stream: Chunks | None = None) -> Call:
+    """One request as a ``Call``, from its metadata as ``surface`` believes it (see
+    ``mesh_handler``); ``left``: seconds to its deadline (None: none set); ``proven``: the
+    caller's identity from its mesh certificate, if the surface checks one. The outbound
+    socket's handler and an in-process pipe (embedded.py) read a pipe the same way."""
+    inbound, outbound, ingress = surface == "inbound", surface == "outbound", surface == "ingress"
+    target = token = path = caller = credential = key_owner = traceparent = data_access = ""
+    pipelines, credentials, cache = True, 0, True
+    for key, value in metadata:
+        if key == _wire.TARGET_KEY:
+            target = value
+        elif key == _wire.TRACEPARENT_KEY:
+            traceparent = value
+        elif key == _wire.CACHE_KEY:  # every surface: clients, algorithms and sidecars may bypass caches
+            cache = value != "off"
+        elif key == _wire.CALL_KEY and outbound:
+            token = value
+        elif key == _wire.AUTH_KEY and ingress:
+            credential, credentials = value, credentials + 1
+        elif inbound:
+            if key == _wire.PATH_KEY:
+                path = value
+            elif key == _wire.CALLER_KEY:
+                caller = value
+            elif key == _wire.KEY_OWNER_KEY:
+                key_owner = value
+            elif key == _wire.NO_PIPELINES_KEY:
+                pipelines = False
+            elif key == _wire.DATA_ACCESS_KEY:  # from the ingress or a sidecar (both proven on a secure mesh)
+                data_access = value
+    if credentials > 1:
+        raise error("UNAUTHENTICATED", "send one authorization header, not several")
+    if proven is not None:
+        if proven == CONTROL_PLANE:
+            caller = ""                      # a client's call, through the ingress
+        else:
+            caller, key_owner, pipelines = proven, "", True
+    if inbound:
+        if target and target != own_target:
+            raise error("INSTANCE_UNAVAILABLE", f"this instance serves {own_target}, not {target}")
+        target = ""
+    elif not target:
+        raise error("INVALID_TARGET", f"no {_wire.TARGET_KEY} metadata: name the algorithm to call")
+    budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
+    return Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
+                token=token, path=tuple(path.split(",")) if path else (),
+                credential=credential, traceparent=traceparent, cache=cache, stream=stream,
+                data_access=data_access,
+                principal=Principal(key_owner, pipelines=pipelines) if key_owner else None)
+
+
 def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
                  peer: Callable[[grpc.aio.ServicerContext], str | None] | None = None) -> grpc.GenericRpcHandler:
     """``algomesh.v1.Mesh/Call`` served by ``stack``; bytes in, bytes out (no serializers).
@@ -46,59 +98,15 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
     """
     if surface not in ("ingress", "outbound", "inbound"):
         raise ValueError(f"unknown surface {surface!r}")
-    inbound, outbound = surface == "inbound", surface == "outbound"
-
-    ingress = surface == "ingress"
-
     async def call(body: bytes, context: grpc.aio.ServicerContext, stream: Chunks | None = None) -> bytes:
-        target = token = path = caller = credential = key_owner = traceparent = data_access = ""
-        pipelines, credentials, cache = True, 0, True
-        for key, value in context.invocation_metadata() or ():
-            if key == _wire.TARGET_KEY:
-                target = value
-            elif key == _wire.TRACEPARENT_KEY:
-                traceparent = value
-            elif key == _wire.CACHE_KEY:  # every surface: clients, algorithms and sidecars may bypass caches
-                cache = value != "off"
-            elif key == _wire.CALL_KEY and outbound:
-                token = value
-            elif key == _wire.AUTH_KEY and ingress:
-                credential, credentials = value, credentials + 1
-            elif inbound:
-                if key == _wire.PATH_KEY:
-                    path = value
-                elif key == _wire.CALLER_KEY:
-                    caller = value
-                elif key == _wire.KEY_OWNER_KEY:
-                    key_owner = value
-                elif key == _wire.NO_PIPELINES_KEY:
-                    pipelines = False
-                elif key == _wire.DATA_ACCESS_KEY:  # from the ingress or a sidecar (both proven on a secure mesh)
-                    data_access = value
         try:
-            if credentials > 1:
-                raise error("UNAUTHENTICATED", "send one authorization header, not several")
+            proven = None
             if peer is not None:
                 proven = peer(context)
                 if not proven:
                     raise error("UNAUTHENTICATED", "this sidecar answers only peers with a mesh certificate")
-                if proven == CONTROL_PLANE:
-                    caller = ""                      # a client's call, through the ingress
-                else:
-                    caller, key_owner, pipelines = proven, "", True
-            if inbound:
-                if target and target != own_target:
-                    raise error("INSTANCE_UNAVAILABLE", f"this instance serves {own_target}, not {target}")
-                target = ""
-            elif not target:
-                raise error("INVALID_TARGET", f"no {_wire.TARGET_KEY} metadata: name the algorithm to call")
-            left = context.time_remaining()
-            budget = _wire.DEFAULT_TIMEOUT if left is None else min(left, _wire.DEFAULT_TIMEOUT)
-            reply = await stack(Call(body=body, target=target, deadline=time.monotonic() + budget, caller=caller,
-                                     token=token, path=tuple(path.split(",")) if path else (),
-                                     credential=credential, traceparent=traceparent, cache=cache, stream=stream,
-                                     data_access=data_access,
-                                     principal=Principal(key_owner, pipelines=pipelines) if key_owner else None))
+            reply = await stack(read_call(body, context.invocation_metadata() or (), context.time_remaining(),
+                                          surface=surface, own_target=own_target, proven=proven, stream=stream))
         except AlgomeshError as exc:
             await abort(context, exc)
             raise AssertionError("unreachable")  # abort raises
