@@ -67,6 +67,7 @@ class CallGraph:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # as the trace store: no fsync per batch of spans
             self._db.executescript(_SCHEMA)
 
     def _decay(self, value: float, since: float, now: float) -> float:
@@ -76,35 +77,45 @@ class CallGraph:
         """Learn from span rows as ``traces.rows_of`` makes them: (trace_id, span_id,
         parent_id, name, kind, service, start_ns, end_ns, status, message, attributes_json).
         Returns the number of calls learned."""
-        calls = []
+        calls: dict[tuple[str, str], list] = {}  # per edge: [calls, errors, latency samples in order]
+        learned = 0
         for _tid, _sid, _pid, name, kind, _service, start, end, status, _msg, attributes in rows:
             if kind != SERVER_KIND or "@" not in name or name.startswith("call "):
                 continue  # only a sidecar's inbound span is a call on an edge
             caller = json.loads(attributes).get("algomesh.caller") or CLIENT
-            calls.append((caller, name, max(0, end - start) / 1e6, status == ERROR_STATUS))
+            edge = calls.get((caller, name))
+            if edge is None:
+                edge = calls[caller, name] = [0, 0, []]
+            edge[0] += 1
+            edge[1] += status == ERROR_STATUS
+            edge[2].append(max(0, end - start) / 1e6)
+            learned += 1
         if not calls:
             return 0
         now = time.time() if now is None else now
+        # One read and one write per edge per batch, not per call: a batch's calls share
+        # ``now``, so decaying once and adding them all is what one at a time would give.
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                for caller, callee, ms, failed in calls:
+                for (caller, callee), (n_new, e_new, samples) in calls.items():
                     row = db.execute("SELECT calls, errors, latency_ms, updated FROM edges WHERE caller = ? AND callee = ?",
                                      (caller, callee)).fetchone()
                     if row is None:
-                        db.execute("INSERT INTO edges VALUES (?, ?, 1, ?, ?, ?)", (caller, callee, float(failed), ms, now))
+                        n, e, lat, first = 0.0, 0.0, samples[0], samples[1:]
                     else:
                         n, e, lat, updated = row
-                        db.execute("UPDATE edges SET calls = ?, errors = ?, latency_ms = ?, updated = ? "
-                                   "WHERE caller = ? AND callee = ?",
-                                   (self._decay(n, updated, now) + 1, self._decay(e, updated, now) + failed,
-                                    (1 - _ALPHA) * lat + _ALPHA * ms, now, caller, callee))
+                        n, e, first = self._decay(n, updated, now), self._decay(e, updated, now), samples
+                    for ms in first:
+                        lat = (1 - _ALPHA) * lat + _ALPHA * ms
+                    db.execute("INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, ?, ?)",
+                               (caller, callee, n + n_new, e + e_new, lat, now))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return len(calls)
+        return learned
 
     def edges(self, now: float | None = None) -> list[Edge]:
         """Every edge, its counts decayed to now; share = edge calls / calls into the caller."""

@@ -61,3 +61,22 @@ def test_the_graph_survives_a_restart(tmp_path):
         assert set(by_pair(again.edges(now=T0))) == {("a/a@1.0.0", "b/b@1.0.0"), (CLIENT, "a/a@1.0.0")}
     finally:
         again.close()
+
+
+def test_a_batch_learns_what_its_calls_one_by_one_would(tmp_path):
+    rows = [span("b/b@1.0.0", "a/a@1.0.0", ms=ms, error=ms > 6) for ms in (1, 9, 3, 7, 2)]
+    rows += [span("a/a@1.0.0", CLIENT, ms=12)] * 3
+    together, apart = CallGraph(tmp_path / "1.db"), CallGraph(tmp_path / "2.db")
+    together.observe([span("b/b@1.0.0", "a/a@1.0.0", ms=5)], now=T0 - 1800)   # an edge already known
+    apart.observe([span("b/b@1.0.0", "a/a@1.0.0", ms=5)], now=T0 - 1800)
+    assert together.observe(rows, now=T0) == 8
+    for row in rows:
+        apart.observe([row], now=T0)
+    one, other = by_pair(together.edges(now=T0)), by_pair(apart.edges(now=T0))
+    assert set(one) == set(other) == {("a/a@1.0.0", "b/b@1.0.0"), (CLIENT, "a/a@1.0.0")}
+    for pair in one:
+        assert one[pair].calls == pytest.approx(other[pair].calls)
+        assert one[pair].errors == pytest.approx(other[pair].errors)
+        assert one[pair].latency_ms == pytest.approx(other[pair].latency_ms)
+    assert one["a/a@1.0.0", "b/b@1.0.0"].errors == pytest.approx(2)
+    together.close(); apart.close()
