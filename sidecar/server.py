@@ -108,6 +108,8 @@ def mesh_handler(stack: Handler, *, surface: str, own_target: str = "",
             reply = await stack(read_call(body, context.invocation_metadata() or (), context.time_remaining(),
                                           surface=surface, own_target=own_target, proven=proven, stream=stream))
         except AlgomeshError as exc:
+            if stream is not None:  # a response chunk still being written would keep the status back
+                await stream.settle(min(context.time_remaining() or 30.0, 30.0))
             await abort(context, exc)
             raise AssertionError("unreachable")  # abort raises
         if reply.trailing:

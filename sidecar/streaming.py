@@ -39,7 +39,7 @@ class Chunks:
     the Router can send the stream again to another instance when the one it picked turns
     out to be gone before it took more than that (``rewind``)."""
 
-    __slots__ = ("source", "_write", "received", "sent", "pulled", "_first", "_replay", "_broken")
+    __slots__ = ("source", "_write", "received", "sent", "pulled", "_first", "_replay", "_broken", "_writing")
 
     def __init__(self, source: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[None]]) -> None:
         self.source = source            # a layer may wrap it (limits.stream_limit)
@@ -48,6 +48,7 @@ class Chunks:
         self._first: bytes | None = None
         self._replay: bytes | None = None
         self._broken = False  # a read was interrupted: the source cannot be trusted to go on
+        self._writing: asyncio.Future | None = None
 
     def __aiter__(self) -> "Chunks":
         return self
@@ -69,8 +70,21 @@ class Chunks:
         return chunk
 
     async def write(self, chunk: bytes) -> None:
-        await self._write(chunk)
+        # A server's write that its writer stops waiting for (the call failing elsewhere
+        # cancels it) stays under way in gRPC's core until the peer takes the chunk, and
+        # until then the call can send no status: the abort fails (TOO_MANY_OPERATIONS) and
+        # the caller waits for ever. So the write goes on as its own task when the writer
+        # is cancelled, and the handler ``settle``s before it answers with a status.
+        writing = asyncio.ensure_future(self._write(chunk))
+        self._writing = writing
+        await asyncio.shield(writing)
         self.sent += len(chunk)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait, up to ``timeout`` seconds, for a response write still under way."""
+        writing = self._writing
+        if writing is not None and not writing.done():
+            await asyncio.wait({writing}, timeout=timeout)
 
     def rewind(self) -> bool:
         """Start again from the first chunk; False once more than it was read or any answer
