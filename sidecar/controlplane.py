@@ -48,7 +48,7 @@ from .stack import ingress_stack
 from .measure import MeshMetrics
 from .metrics import serve_metrics
 from .traces import TRACE_SERVICE, StoreExporter, TraceStore, TracesServicer, collector_handler
-from .tracing import tracer_provider
+from .tracing import span_pipeline, tracer_provider
 
 log = logging.getLogger("algomesh.up")
 
@@ -107,6 +107,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     graph = CallGraph(cfg.data_dir / "edges.db")
     traces = TraceStore(cfg.data_dir / "traces.db", retention=cfg.trace_retention, max_spans=cfg.trace_max_spans,
                         observers=[graph.observe])
+    # the ingress's spans (lean, spans.py) and the SDK's for what the control plane does around calls
+    ingress_spans = span_pipeline("algomesh-ingress", [lambda request, _spans: traces.add(request)], named_by_env=True)
     provider = tracer_provider("algomesh-ingress", exporters=[StoreExporter(traces)], named_by_env=True)
     server, health = new_server([MESH_SERVICE, REGISTRY_SERVICE, TRACES_SERVICE, _wire.DATA_SERVICE])
     try:
@@ -205,7 +207,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
                            ("algorithm", "version", "state"), collect=lambda: _instance_counts(view))
     ingress = ingress_stack(router, max_payload=cfg.max_payload, max_stream=cfg.max_stream,
                             authenticate=authenticate(None if cfg.insecure else lambda: view.keys),
-                            tracer=provider.get_tracer("algomesh"), metrics=metrics)
+                            tracer=ingress_spans.tracer, metrics=metrics)
     traces_pb2_grpc.add_TracesServicer_to_server(TracesServicer(traces, identify_client), server)
     # data:// objects: clients on the public port, algorithms (through their sidecars) on the mesh port
     blobs = BlobStore(cfg.data_dir / "blobs")
@@ -279,7 +281,8 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     await server.stop(grace=2)
     await mesh_server.stop(grace=1)
     await router.close()
-    provider.shutdown()  # flush the last spans into the store
+    ingress_spans.shutdown()  # flush the last spans into the store
+    provider.shutdown()
     traces.close()
     graph.close()
     view.stop()

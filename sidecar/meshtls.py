@@ -164,10 +164,15 @@ class MeshTransport:
     def secure(self) -> bool:
         return self.creds is not None
 
-    def otlp_exporter(self, address: str):
-        """An OTLP span exporter to a mesh party (the control plane's collector): blocking,
-        for the batch span processor's thread (span_export.py)."""
-        from .span_export import MeshSpanExporter
+    def span_sender(self, address: str):
+        """Batches of spans to a mesh party (the control plane's collector): a blocking
+        channel, for the span batch thread (span_export.py)."""
+        from .span_export import MeshSender
+
+        if self.creds is None:
+            return MeshSender(grpc.insecure_channel(address))
+        return MeshSender(grpc.secure_channel(address, self._channel_creds,
+                                              options=(("grpc.ssl_target_name_override", SERVER_NAME),)))
 
         if self.creds is None:
             return MeshSpanExporter(grpc.insecure_channel(address))

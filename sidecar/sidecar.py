@@ -44,7 +44,7 @@ from .auth import authenticate
 from .stack import Call, Handler, Reply, ingress_stack, inbound_stack, outbound_stack
 from .measure import MeshMetrics
 from .metrics import serve_metrics
-from .tracing import tracer_provider
+from .tracing import span_pipeline
 
 log = logging.getLogger("algomesh.sidecar")
 
@@ -71,8 +71,8 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     identity = f"{cfg.algorithm}@{cfg.version}"
     router = Router(directory, caller=identity, transport=transport)
     contexts = Contexts()  # the calls running in this instance, shared by both surfaces
-    provider = tracer_provider(identity, exporters=[transport.otlp_exporter(cfg.registry)])
-    tracer = provider.get_tracer("algomesh")
+    spans = span_pipeline(identity, [transport.span_sender(cfg.registry)])
+    tracer = spans.tracer
     metrics = MeshMetrics()
     cache = ResultCache(int(cfg.cache_mb * 2**20)) if cfg.deterministic and cfg.cache_mb > 0 else None
     if cache is not None:
@@ -157,7 +157,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     await clients.stop(grace=2)
     await outbound.stop(grace=1)
     await runner.stop()
-    await asyncio.to_thread(provider.shutdown)  # send the last spans
+    await asyncio.to_thread(spans.shutdown)  # send the last spans
     await router.close()
     await registry_channel.close()
     Path(cfg.outbound_socket).unlink(missing_ok=True)

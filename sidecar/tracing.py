@@ -20,7 +20,12 @@ Attributes: ``algomesh.algorithm``, ``algomesh.version`` (resolved), ``algomesh.
 ``algomesh.request_bytes``, ``algomesh.response_bytes``, ``algomesh.error_reason``,
 ``algomesh.stream`` (a streamed call; its sizes are the bytes that passed). Never payloads or keys.
 
-Export (``tracer_provider``): the control plane keeps every span itself (SQLite, see
+The request path's spans are algomesh's own lean ones (spans.py: OpenTelemetry API spans
+at a fraction of the SDK's cost per span), made by ``span_pipeline``'s tracer; what the
+control plane does around a call (an instance start, a Locate) is traced with the SDK
+(``tracer_provider``), as children of whichever span is current.
+
+Export: the control plane keeps every span itself (SQLite, see
 traces.py); sidecars send theirs there over OTLP on the mesh port (mTLS). When the standard
 OpenTelemetry variables name a collector (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), spans also go there; ``OTEL_TRACES_SAMPLER``/``_ARG``
@@ -33,42 +38,33 @@ import os
 from typing import Callable
 
 from opentelemetry import context as context_api
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import (NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags,
-                                 Tracer, set_span_in_context)
+from opentelemetry.trace import (NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags,
+                                 set_span_in_context)
 
 from algomesh import _wire
 from algomesh._errors import AlgomeshError
 
+from .spans import Tracer, parse_header
 from .stack import Call, Handler, Layer, Reply
 
 TRACEPARENT = "traceparent"
-_HEX = frozenset("0123456789abcdef")
 
 
 def parse_traceparent(value: str):
-    """The parent context a ``traceparent`` header names, or None (absent or malformed)."""
-    if len(value) != 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    """The parent context a ``traceparent`` header names, or None (absent or malformed):
+    for SDK spans (the control plane's own, around what it does for a call)."""
+    parsed = parse_header(value)
+    if parsed is None:
         return None
-    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
-    if not _HEX.issuperset(value.replace("-", "")) or version == "ff":
-        return None
-    tid, sid = int(trace_id, 16), int(span_id, 16)
-    if not tid or not sid:
-        return None
-    ctx = SpanContext(tid, sid, is_remote=True, trace_flags=TraceFlags(int(flags, 16) & 1))
+    tid, sid, sampled = parsed
+    ctx = SpanContext(tid, sid, is_remote=True, trace_flags=TraceFlags(1 if sampled else 0))
     return set_span_in_context(NonRecordingSpan(ctx))
 
 
 def traceparent(span) -> str:
+    """The ``traceparent`` of any OpenTelemetry span."""
     c = span.get_span_context()
     return f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags):02x}"
-
-
-def trace_id(span) -> str:
-    return f"{span.get_span_context().trace_id:032x}"
 
 
 def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
@@ -80,56 +76,75 @@ def traced(tracer: Tracer, kind: SpanKind, name: Callable[[Call], str],
     this one: ``b.pipe(a.pipe(x))`` is one trace. ``current``: the span is also OpenTelemetry's
     current span while the rest runs, for what routing does off the call's path (a Locate
     that carries the trace, an instance start that joins it); only routing stacks need it."""
+    start = tracer.start
+
     def layer(inner: Handler) -> Handler:
         async def handle(call: Call) -> Reply:
-            parent = parse_traceparent(call.traceparent) if call.traceparent else None
-            span = tracer.start_span(name(call), context=parent, kind=kind, attributes=attributes(call))
-            call.traceparent = traceparent(span)
+            span = start(name(call), call.traceparent, kind, attributes(call))
+            call.traceparent = span.header
             token = context_api.attach(set_span_in_context(span)) if current else None
             try:
                 reply = await inner(call)
             except AlgomeshError as exc:
                 span.set_attribute("algomesh.error_reason", exc.reason)
-                span.set_status(Status(StatusCode.ERROR, exc.reason))
+                span.set_status(StatusCode.ERROR, exc.reason)
                 if tell_trace_id:
-                    exc.metadata.setdefault("trace_id", trace_id(span))
+                    exc.metadata.setdefault("trace_id", f"{span.trace_id:032x}")
                 span.end()
                 raise
             except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
                 span.end()
                 raise
             finally:
                 if token is not None:
                     context_api.detach(token)
-            if span.is_recording():
+            if span.sampled:
+                attrs = span.attributes
                 if call.stream is not None:  # a stream's sizes are known at its end (streaming.py)
-                    span.set_attributes({"algomesh.stream": True, "algomesh.request_bytes": call.stream.received,
-                                         "algomesh.response_bytes": call.stream.sent})
+                    attrs["algomesh.stream"] = True
+                    attrs["algomesh.request_bytes"] = call.stream.received
+                    attrs["algomesh.response_bytes"] = call.stream.sent
                 else:
-                    span.set_attribute("algomesh.response_bytes", len(reply.body))
+                    attrs["algomesh.response_bytes"] = len(reply.body)
                 for key, value in reply.trailing:
                     if key == _wire.VERSION_KEY:
-                        span.set_attribute("algomesh.version", value)
+                        attrs["algomesh.version"] = value
                     elif key == _wire.COLD_START_KEY:
-                        span.set_attribute("algomesh.cold_start", value == "1")
+                        attrs["algomesh.cold_start"] = value == "1"
                     elif key == _wire.CACHE_HIT_KEY:
-                        span.set_attribute("algomesh.cache_hit", value == "1")
+                        attrs["algomesh.cache_hit"] = value == "1"
             span.end()
             if tell_trace_id:  # and the span's context: a chained call joins this trace
                 # a new list: the handler below may answer with a list it shares between calls
-                reply.trailing = [*reply.trailing, (_wire.TRACE_ID_KEY, trace_id(span)),
+                reply.trailing = [*reply.trailing, (_wire.TRACE_ID_KEY, f"{span.trace_id:032x}"),
                                   (_wire.TRACEPARENT_KEY, call.traceparent)]
             return reply
         return handle
     return layer
 
 
-def tracer_provider(service: str, *, exporters: list[SpanExporter] = (), named_by_env: bool = False) -> TracerProvider:
-    """A provider for this process: ``exporters`` (where algomesh keeps its spans) plus an
+def span_pipeline(service: str, destinations, *, named_by_env: bool = False):
+    """This process's request-path tracer (spans.py) and where its spans go (span_export.py):
+    ``destinations`` (where algomesh keeps its spans) plus an OTLP collector when the
+    environment names one. ``named_by_env``: ``OTEL_SERVICE_NAME`` renames this process's
+    service (the control plane's); a sidecar is always named after its algorithm and version."""
+    from .span_export import SpanPipeline
+
+    name = (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
+    return SpanPipeline(name, destinations)
+
+
+def tracer_provider(service: str, *, exporters=(), named_by_env: bool = False):
+    """An OpenTelemetry SDK provider, for the control plane's spans off the request path
+    (instance starts, Locate): ``exporters`` (where algomesh keeps its spans) plus an
     OTLP exporter configured from the environment when it names a collector.
     ``named_by_env``: ``OTEL_SERVICE_NAME`` renames this process's service (the control
     plane's); a sidecar is always named after its algorithm and version."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     name = (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
     resource = Resource.create({"service.name": name})
     provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
