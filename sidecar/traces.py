@@ -78,9 +78,14 @@ class SpanRow:
         return (self.end_ns - self.start_ns) / 1e6
 
 
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+# one encoder for every row: json.dumps with any option builds a new encoder per call
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _value(v) -> object:
     which = v.WhichOneof("value")
-    if which in ("string_value", "bool_value", "int_value", "double_value"):
+    if which in _SCALARS:
         return getattr(v, which)
     if which == "array_value":
         return [_value(x) for x in v.array_value.values]
@@ -95,7 +100,7 @@ def rows_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[tuple]
             for s in ss.spans:
                 rows.append((s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, int(s.kind), service,
                              s.start_time_unix_nano, s.end_time_unix_nano, int(s.status.code), s.status.message,
-                             json.dumps({a.key: _value(a.value) for a in s.attributes}, ensure_ascii=False)))
+                             _to_json({a.key: _value(a.value) for a in s.attributes})))
     return rows
 
 
