@@ -10,6 +10,7 @@ make it proven (issue 4, mTLS).
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Callable
 
 from algomesh._errors import error
@@ -20,7 +21,12 @@ from algomesh.v1 import registry_pb2
 from .stack import Call, Handler, Layer, Reply
 
 
-def allowed(can_call: list[str] | tuple[str, ...], target: str) -> bool:
+def allowed(can_call, target: str) -> bool:
+    return _allowed(tuple(can_call), target)
+
+
+@lru_cache(maxsize=4096)  # every call asks again: remember the answers (globs and names are few)
+def _allowed(can_call: tuple[str, ...], target: str) -> bool:
     return any(fnmatchcase(target, glob) for glob in can_call)
 
 

@@ -43,6 +43,7 @@ from .tracing import traceparent
 
 log = logging.getLogger("algomesh.route")
 
+_MAX_RESOLVED = 4096  # (target, requester) pairs remembered per view
 AFFINITY_SLACK = 8  # calls in flight a cache-affine instance may have beyond the least busy one
 
 
@@ -74,6 +75,10 @@ class Table:
         self.addresses: dict[tuple[str, str], tuple[str, ...]] = {}
         self.keys: dict[str, registry_pb2.ApiKey] = {}  # by id: a sidecar taking clients' calls checks them
         self._ejected: set[str] = set()
+        self._manifests: dict[tuple[str, str], registry_pb2.Manifest] = {}
+        # (target, requester) -> the version it resolves to in this view: resolving parses the
+        # target, the range and every version, so a call asks once per view, not per call
+        self._resolved: dict[tuple[str, str], registry_pb2.VersionInfo] = {}
 
     def apply(self, view: registry_pb2.View) -> None:
         versions: dict[str, list[registry_pb2.VersionInfo]] = {}
@@ -83,16 +88,27 @@ class Table:
         for inst in view.instances:
             addresses.setdefault((inst.algorithm, inst.version), []).append(inst.address)
         self.versions = versions
+        self._manifests = {(i.manifest.name, i.manifest.version): i.manifest for i in view.versions}
+        self._resolved = {}
         self.addresses = {k: tuple(v) for k, v in addresses.items()}
         self.keys = {k.id: k for k in view.keys}
         self._ejected.clear()  # the registry's word is newer than our own observations
         self.revision = view.revision
 
     def manifest(self, name: str, version: str) -> registry_pb2.Manifest | None:
-        for info in self.versions.get(name, ()):
-            if info.manifest.version == version:
-                return info.manifest
-        return None
+        return self._manifests.get((name, version))
+
+    def resolve(self, target: str, requester: str) -> registry_pb2.VersionInfo:
+        """``target``'s version in this view for ``requester`` (resolve.py's rules); raises
+        NotFoundError as they do. Remembered until the next view."""
+        key = (target, requester)
+        info = self._resolved.get(key)
+        if info is None:
+            info = resolve_in(target, self.versions.get(parse_target(target).name, ()), requester)
+            if len(self._resolved) >= _MAX_RESOLVED:
+                self._resolved.clear()
+            self._resolved[key] = info
+        return info
 
     def eject(self, address: str) -> None:
         """Stop using an instance that failed us until the next view says otherwise."""
@@ -121,9 +137,8 @@ class Directory:
         if requester is None:
             requester = self.requester
         if self.has_view:
-            t = parse_target(target)
             try:
-                info = resolve_in(target, self.table.versions.get(t.name, ()), requester)
+                info = self.table.resolve(target, requester)
             except NotFoundError:
                 info = None  # maybe published a moment ago: ask the registry itself
             if info is not None:

@@ -125,7 +125,10 @@ def ingress_stack(route: Handler, *, max_payload: int, authenticate: Layer, trac
             attrs["algomesh.key_owner"] = call.principal.owner
         return attrs
 
+    # Straight to an instance, ``route`` is its inbound stack, which holds the call to its
+    # deadline and its payload to the limit itself: once is enough.
+    limits = [] if surface == "direct" else [deadline, payload_limit(max_payload, max_stream)]
     return build([rescue, measured(metrics, surface), authenticate,
                   traced(tracer, SpanKind.SERVER, lambda c: f"call {c.target}", attributes, tell_trace_id=True,
                          current=True),
-                  deadline, payload_limit(max_payload, max_stream)], route)
+                  *limits], route)
