@@ -210,7 +210,7 @@ class Algorithm:
             if route is None:
                 send, target = self._client._call, self.target
             else:  # straight to an instance (_direct.py)
-                (exact, send), target = route, parse_target(route[0])
+                send, target = route[1], parse_target(route[0])
             call = send.future(
                 body,
                 metadata=_call_metadata(target, self._client.api_key, token, value, self._options),

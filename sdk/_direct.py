@@ -24,7 +24,7 @@ import grpc
 from algomesh.v1 import registry_pb2, registry_pb2_grpc
 
 from . import _wire
-from ._errors import AlgomeshError, from_rpc_error
+from ._errors import AlgomeshError
 from ._refs import Target
 
 TTL = 5.0            # seconds a route is used before it is looked up again (in the background)

@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - see write_chunk
 
 from algomesh.v1 import payload_pb2
 
-from ._errors import AlgomeshError, error, from_rpc_error
+from ._errors import error, from_rpc_error
 from ._payload import _BY_NAME, BINARY, TEXT, content_type_name
 
 CHUNK_BYTES = 256 * 1024  # data per chunk when algomesh cuts a payload (bytes, files, large pieces)

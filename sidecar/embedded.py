@@ -27,7 +27,7 @@ from algomesh import _wire
 from algomesh._errors import AlgomeshError, error, from_status
 
 from .server import read_call
-from .stack import Handler, Reply
+from .stack import Call, Handler, Reply
 
 log = logging.getLogger("algomesh.embedded")
 

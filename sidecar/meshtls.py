@@ -174,11 +174,6 @@ class MeshTransport:
         return MeshSender(grpc.secure_channel(address, self._channel_creds,
                                               options=(("grpc.ssl_target_name_override", SERVER_NAME),)))
 
-        if self.creds is None:
-            return MeshSpanExporter(grpc.insecure_channel(address))
-        return MeshSpanExporter(grpc.secure_channel(address, self._channel_creds,
-                                                    options=(("grpc.ssl_target_name_override", SERVER_NAME),)))
-
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
         if self.creds is None:
             return grpc.aio.insecure_channel(address, options=options)

@@ -38,7 +38,7 @@ from algomesh.v1 import registry_pb2, registry_pb2_grpc
 from .deadline import remaining
 from .meshtls import MeshTransport
 from .stack import Call, Reply
-from .streaming import CALL_STREAM_METHOD, pump
+from .streaming import pump
 from .tracing import traceparent
 
 log = logging.getLogger("algomesh.route")
@@ -236,7 +236,7 @@ class Router:
         entry = self._channels.get(address)
         if entry is None:
             channel = self.transport.channel(address, options=_wire.CHANNEL_OPTIONS)
-            entry = (channel, channel.unary_unary(_wire.CALL_METHOD), channel.stream_stream(CALL_STREAM_METHOD))
+            entry = (channel, channel.unary_unary(_wire.CALL_METHOD), channel.stream_stream(_wire.CALL_STREAM_METHOD))
             self._channels[address] = entry
         return entry[2] if streamed else entry[1]
 

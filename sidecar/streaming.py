@@ -26,7 +26,6 @@ import grpc
 
 from algomesh._errors import STATUS_DETAILS_KEY
 from algomesh._stream import write_chunk
-from algomesh._wire import CALL_STREAM_METHOD
 
 APPLY_STREAM_METHOD = "/algomesh.v1.StreamRunner/ApplyStream"
 
