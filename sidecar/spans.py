@@ -28,6 +28,7 @@ import collections
 import logging
 import os
 import random
+import re
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -37,21 +38,22 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 log = logging.getLogger("algomesh.spans")
 
-_HEX = frozenset("0123456789abcdef")
 _MASK64 = (1 << 64) - 1
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
 
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
 def parse_header(value: str) -> tuple[int, int, bool] | None:
     """(trace id, parent span id, sampled) from a W3C ``traceparent``; None if malformed."""
-    if len(value) != 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None or m[1] == "ff":
         return None
-    if not _HEX.issuperset(value.replace("-", "")) or value[:2] == "ff":
-        return None
-    tid, sid = int(value[3:35], 16), int(value[36:52], 16)
+    tid, sid = int(m[2], 16), int(m[3], 16)
     if not tid or not sid:
         return None
-    return tid, sid, bool(int(value[53:], 16) & 1)
+    return tid, sid, bool(int(m[4], 16) & 1)
 
 
 class Sampling:
