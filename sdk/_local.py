@@ -66,7 +66,10 @@ class LocalUnary:
 
 
 class LocalCall:
-    """An asyncio client's call, in-process: awaitable, with its trailers afterwards."""
+    """An asyncio client's call, in-process: awaitable, with its trailers afterwards. On the
+    sidecar's own loop (an async apply) the handler runs when the call is awaited, as a
+    coroutine of the awaiting task (no task of its own: the SDK awaits every call it makes
+    at once); from another loop it runs on the sidecar's and is waited for."""
 
     def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, body: bytes, metadata: tuple,
                  timeout: float) -> None:
@@ -75,15 +78,40 @@ class LocalCall:
             same = asyncio.get_running_loop() is loop
         except RuntimeError:
             same = False
-        self._task: Any = (asyncio.ensure_future(coro) if same
-                           else asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop)))
+        self._coro: Any = coro if same else None
+        self._task: Any = None if same else asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        self._result: tuple[bytes, list] | None = None
+        self._error: BaseException | None = None
+
+    def _wait(self):  # type: ignore[no-untyped-def]
+        if self._result is None:
+            if self._error is not None:
+                raise self._error
+            if self._coro is not None:  # the first to wait runs it; an error is kept for a later wait
+                coro, self._coro = self._coro, None
+                try:
+                    self._result = yield from coro.__await__()
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+            else:
+                self._result = yield from self._task.__await__()
+        return self._result
 
     def __await__(self):  # type: ignore[no-untyped-def]
-        body, _ = yield from self._task.__await__()
+        body, _ = yield from self._wait()
         return body
 
     async def trailing_metadata(self) -> list:
-        return (await self._task)[1]
+        return (await _Awaiting(self))[1]
+
+
+class _Awaiting:
+    def __init__(self, call: LocalCall) -> None:
+        self._call = call
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._call._wait()
 
 
 class AioLocalUnary:
