@@ -73,16 +73,18 @@ class CallGraph:
     def _decay(self, value: float, since: float, now: float) -> float:
         return value * math.pow(0.5, max(0.0, now - since) / self.half_life)
 
-    def observe(self, rows: Iterable[tuple], now: float | None = None) -> int:
+    def observe(self, rows: Iterable[tuple], attributes: list[dict] | None = None, now: float | None = None) -> int:
         """Learn from span rows as ``traces.rows_of`` makes them: (trace_id, span_id,
         parent_id, name, kind, service, start_ns, end_ns, status, message, attributes_json).
-        Returns the number of calls learned."""
+        ``attributes``: each row's attributes already parsed (the trace store has them), else
+        read from the rows' JSON. Returns the number of calls learned."""
         calls: dict[tuple[str, str], list] = {}  # per edge: [calls, errors, latency samples in order]
         learned = 0
-        for _tid, _sid, _pid, name, kind, _service, start, end, status, _msg, attributes in rows:
+        for i, (_tid, _sid, _pid, name, kind, _service, start, end, status, _msg, as_json) in enumerate(rows):
             if kind != SERVER_KIND or "@" not in name or name.startswith("call "):
                 continue  # only a sidecar's inbound span is a call on an edge
-            caller = json.loads(attributes).get("algomesh.caller") or CLIENT
+            attrs = attributes[i] if attributes is not None else json.loads(as_json)
+            caller = attrs.get("algomesh.caller") or CLIENT
             edge = calls.get((caller, name))
             if edge is None:
                 edge = calls[caller, name] = [0, 0, []]

@@ -93,23 +93,36 @@ def _value(v) -> object:
 
 
 def rows_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[tuple]:
-    rows = []
+    return rows_and_attributes(request)[0]
+
+
+def rows_and_attributes(request: trace_service_pb2.ExportTraceServiceRequest) -> tuple[list[tuple], list[dict]]:
+    """The store's rows for a request's spans, and each span's attributes as a dict (what
+    the rows hold as JSON; observers read them without parsing it again)."""
+    rows, attributes = [], []
+    append, keep = rows.append, attributes.append
     for rs in request.resource_spans:
         service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
         for ss in rs.scope_spans:
             for s in ss.spans:
-                rows.append((s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, int(s.kind), service,
-                             s.start_time_unix_nano, s.end_time_unix_nano, int(s.status.code), s.status.message,
-                             _to_json({a.key: _value(a.value) for a in s.attributes})))
-    return rows
+                attrs = {}
+                for a in s.attributes:
+                    v = a.value
+                    which = v.WhichOneof("value")
+                    attrs[a.key] = getattr(v, which) if which in _SCALARS else _value(v)
+                keep(attrs)
+                append((s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, int(s.kind), service,
+                        s.start_time_unix_nano, s.end_time_unix_nano, int(s.status.code), s.status.message,
+                        _to_json(attrs)))
+    return rows, attributes
 
 
 class TraceStore:
     def __init__(self, path: str | Path, *, retention: float = 24 * 3600, max_spans: int = 200_000,
-                 observers: Sequence[Callable[[list[tuple]], object]] = ()) -> None:
+                 observers: Sequence[Callable[[list[tuple], list[dict]], object]] = ()) -> None:
         self.retention = retention
         self.max_spans = max_spans
-        self.observers = list(observers)  # told every batch of new rows (the call graph learns from them)
+        self.observers = list(observers)  # told every batch of new rows and their attributes (the call graph learns from them)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:
@@ -121,7 +134,7 @@ class TraceStore:
         self._next_age_sweep = 0.0
 
     def add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> int:
-        rows = rows_of(request)
+        rows, attributes = rows_and_attributes(request)
         if not rows:
             return 0
         horizon = time.time_ns() - int(self.retention * 1e9)
@@ -145,7 +158,7 @@ class TraceStore:
                 raise
         for observe in self.observers:
             try:
-                observe(rows)
+                observe(rows, attributes)
             except Exception:  # the spans are stored; one observer failing must not refuse them
                 log.exception("a span observer failed")
         return len(rows)
