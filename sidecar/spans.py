@@ -81,7 +81,7 @@ class Sampling:
                 log.warning("OTEL_TRACES_SAMPLER_ARG %r is not a rate between 0 and 1; sampling every trace", arg)
                 rate = 1.0
             self._bound = round(rate * (1 << 64))  # the SDK's TraceIdRatioBased bound
-        else:  # jaeger_remote, xray, an entry point: whatever the SDK makes of it
+        else:  # jaeger_remote, xray, an entry point: the SDK reads OTEL_TRACES_SAMPLER itself
             from opentelemetry.sdk.trace import sampling
 
             self._sdk = sampling._get_from_env_or_default()
