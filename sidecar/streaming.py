@@ -75,6 +75,7 @@ class Chunks:
         # the caller waits for ever. So the write goes on as its own task when the writer
         # is cancelled, and the handler ``settle``s before it answers with a status.
         writing = asyncio.ensure_future(self._write(chunk))
+        writing.add_done_callback(_retrieved)  # a write left behind may fail with its call: not worth a log line
         self._writing = writing
         await asyncio.shield(writing)
         self.sent += len(chunk)
@@ -96,6 +97,11 @@ class Chunks:
             self._replay = self._first
             return True
         return False
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def pump(rpc: grpc.aio.StreamStreamCall, stream: Chunks) -> None:
