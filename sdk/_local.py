@@ -83,35 +83,27 @@ class LocalCall:
         self._result: tuple[bytes, list] | None = None
         self._error: BaseException | None = None
 
-    def _wait(self):  # type: ignore[no-untyped-def]
+    async def _outcome(self) -> tuple[bytes, list]:
         if self._result is None:
             if self._error is not None:
                 raise self._error
             if self._coro is not None:  # the first to wait runs it; an error is kept for a later wait
                 coro, self._coro = self._coro, None
                 try:
-                    self._result = yield from coro.__await__()
+                    self._result = await coro
                 except BaseException as exc:
                     self._error = exc
                     raise
             else:
-                self._result = yield from self._task.__await__()
+                self._result = await self._task
         return self._result
 
     def __await__(self):  # type: ignore[no-untyped-def]
-        body, _ = yield from self._wait()
+        body, _ = yield from self._outcome().__await__()
         return body
 
     async def trailing_metadata(self) -> list:
-        return (await _Awaiting(self))[1]
-
-
-class _Awaiting:
-    def __init__(self, call: LocalCall) -> None:
-        self._call = call
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._call._wait()
+        return (await self._outcome())[1]
 
 
 class AioLocalUnary:

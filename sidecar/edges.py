@@ -74,7 +74,7 @@ class CallGraph:
         return value * math.pow(0.5, max(0.0, now - since) / self.half_life)
 
     def observe(self, rows: Iterable[tuple], attributes: list[dict] | None = None, now: float | None = None) -> int:
-        """Learn from span rows as ``traces.rows_of`` makes them: (trace_id, span_id,
+        """Learn from span rows as ``traces.rows_and_attributes`` makes them: (trace_id, span_id,
         parent_id, name, kind, service, start_ns, end_ns, status, message, attributes_json).
         ``attributes``: each row's attributes already parsed (the trace store has them), else
         read from the rows' JSON. Returns the number of calls learned."""

@@ -92,10 +92,6 @@ def _value(v) -> object:
     return None if which is None else str(getattr(v, which))
 
 
-def rows_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[tuple]:
-    return rows_and_attributes(request)[0]
-
-
 def rows_and_attributes(request: trace_service_pb2.ExportTraceServiceRequest) -> tuple[list[tuple], list[dict]]:
     """The store's rows for a request's spans, and each span's attributes as a dict (what
     the rows hold as JSON; observers read them without parsing it again)."""

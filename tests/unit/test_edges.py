@@ -9,7 +9,7 @@ T0 = 1_800_000_000.0
 
 
 def span(name: str, caller: str, ms: float = 2.0, error: bool = False, kind: int = 2) -> tuple:
-    """A row as traces.rows_of makes it."""
+    """A row as traces.rows_and_attributes makes it."""
     return ("t" * 32, "s" * 16, "", name, kind, name, 0, int(ms * 1e6), 2 if error else 0, "",
             json.dumps({"algomesh.caller": caller}))
 
