@@ -144,9 +144,12 @@ class TraceStore:
                     self._next_age_sweep = now + 1.0
                     self._count -= db.execute("DELETE FROM spans WHERE start_ns < ?", (horizon,)).rowcount
                 if self._count > self.max_spans + self._slack:
-                    db.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start_ns DESC "
-                               "LIMIT -1 OFFSET ?)", (self.max_spans,))
+                    # the oldest first: the walk stops at the excess, not at max_spans
                     self._count = db.execute("SELECT count(*) FROM spans").fetchone()[0]
+                    if self._count > self.max_spans:
+                        self._count -= db.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans "
+                                                  "ORDER BY start_ns LIMIT ?)",
+                                                  (self._count - self.max_spans,)).rowcount
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
