@@ -17,12 +17,18 @@ forward bytes as cheaply as grpc.aio can. A chain is started with ``start_chain`
 and proxies in front of it, each proxy forwarding to the one before, so the k-th address
 is the entry of a k-process chain. Prints ``port N`` once listening; stops on SIGTERM.
 
+``--tls CREDS`` (a JSON file of PEM ``ca``, ``cert`` and ``key``, as the mesh's
+``MeshCredentials``): the same servers with the mesh's transport security, mutual TLS
+checked against ``ca`` on every hop (the listening port requires a client certificate, a
+proxy presents its own upstream). That floor prices mTLS alone: nothing else is added.
+
 This file imports nothing of ``bench`` (it runs as a script in its own process).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +44,7 @@ SERVICE = "algomesh.v1.Mesh"
 CALL, CALL_STREAM = "Call", "CallStream"
 CALL_PATH, CALL_STREAM_PATH = f"/{SERVICE}/{CALL}", f"/{SERVICE}/{CALL_STREAM}"
 CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+TLS_NAME = "mesh.algomesh"
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
@@ -54,10 +61,25 @@ def _echo_handlers() -> dict:
             CALL_STREAM: grpc.stream_stream_rpc_method_handler(call_stream)}
 
 
-def _proxy_handlers(upstream: str) -> dict:
-    channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
-    forward = channel.unary_unary(CALL_PATH)
-    forward_stream = channel.stream_stream(CALL_STREAM_PATH)
+def channel(address: str, tls: dict | None = None) -> grpc.aio.Channel:
+    """A channel to a bare server; with ``tls``, mutual TLS (``mesh.algomesh`` is the name
+    every mesh certificate carries, as between sidecars)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    creds = grpc.ssl_channel_credentials(root_certificates=tls["ca"], private_key=tls["key"],
+                                         certificate_chain=tls["cert"])
+    return grpc.aio.secure_channel(address, creds,
+                                   options=(*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME)))
+
+
+def read_tls(path: str) -> dict:
+    return {k: v.encode() for k, v in json.loads(Path(path).read_text()).items()}
+
+
+def _proxy_handlers(upstream: str, tls: dict | None) -> dict:
+    channel_ = channel(upstream, tls)
+    forward = channel_.unary_unary(CALL_PATH)
+    forward_stream = channel_.stream_stream(CALL_STREAM_PATH)
 
     async def call(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
@@ -78,12 +100,16 @@ def _proxy_handlers(upstream: str) -> dict:
             CALL_STREAM: grpc.stream_stream_rpc_method_handler(call_stream)}
 
 
-async def serve(kind: str, upstream: str = "") -> None:
+async def serve(kind: str, upstream: str = "", tls: dict | None = None) -> None:
     """Serve ``kind`` (echo or proxy) on a free port of 127.0.0.1 until SIGTERM."""
-    handlers = _echo_handlers() if kind == "echo" else _proxy_handlers(upstream)
+    handlers = _echo_handlers() if kind == "echo" else _proxy_handlers(upstream, tls)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    port = server.add_insecure_port(f"{HOST}:0")
+    if tls is None:
+        port = server.add_insecure_port(f"{HOST}:0")
+    else:
+        port = server.add_secure_port(f"{HOST}:0", grpc.ssl_server_credentials(
+            [(tls["key"], tls["cert"])], root_certificates=tls["ca"], require_client_auth=True))
     await server.start()
     print(f"port {port}", flush=True)
     stop = asyncio.Event()
@@ -93,21 +119,24 @@ async def serve(kind: str, upstream: str = "") -> None:
     await server.stop(grace=0.5)
 
 
-def serve_args(kind: str, upstream: str = "") -> list[str]:
+def serve_args(kind: str, upstream: str = "", tls: str = "") -> list[str]:
     """The arguments (after the interpreter) that run one bare server."""
-    return [str(HERE / "_bare.py"), "--serve", kind, *(["--upstream", upstream] if upstream else [])]
+    return [str(HERE / "_bare.py"), "--serve", kind, *(["--upstream", upstream] if upstream else []),
+            *(["--tls", tls] if tls else [])]
 
 
-def start_chain(length: int, children: list, timeout: float = 30.0) -> list[str]:
+def start_chain(length: int, children: list, timeout: float = 30.0, tls: str = "", name: str = "bare") -> list[str]:
     """An echo and ``length - 1`` proxies, each in front of the one before. Returns the
     entry addresses: ``[i]`` is the first server of an (i + 1)-process chain. Every child
-    is appended to ``children`` as soon as it starts, so the caller can stop them all."""
+    is appended to ``children`` as soon as it starts, so the caller can stop them all.
+    ``tls``: a credentials file (see above); the children are named ``{name} echo 0``,
+    ``{name} proxy 1``, and so on."""
     from bench._procs import Child  # only the benchmark starts chains (this file also runs alone)
 
     addresses: list[str] = []
     for i in range(length):
         kind = "echo" if i == 0 else "proxy"
-        child = Child(f"bare {kind} {i}", serve_args(kind, addresses[-1] if addresses else ""))
+        child = Child(f"{name} {kind} {i}", serve_args(kind, addresses[-1] if addresses else "", tls))
         children.append(child)
         addresses.append(f"{HOST}:{child.expect('port', timeout)}")
     return addresses
@@ -117,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--serve", choices=("echo", "proxy"), required=True)
     p.add_argument("--upstream", default="")
+    p.add_argument("--tls", default="", help="mutual TLS with this credentials file (JSON: ca, cert, key PEMs)")
     a = p.parse_args(argv)
     if a.serve == "proxy" and not a.upstream:
         p.error("a proxy needs --upstream HOST:PORT")
-    uvloop.run(serve(a.serve, a.upstream))
+    uvloop.run(serve(a.serve, a.upstream, read_tls(a.tls) if a.tls else None))
     return 0
 
 

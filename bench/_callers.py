@@ -5,7 +5,8 @@ answer is that payload (so a path that does not pass it through is an error, not
 figure). All run on the benchmark's own uvloop event loop:
 
 - ``GrpcCaller``: a raw grpc.aio stub on ``/algomesh.v1.Mesh/Call`` (a serialized
-  ``CallRequest`` of content type BINARY, routing facts in metadata): the bare chains,
+  ``CallRequest`` of content type BINARY, routing facts in metadata): the bare chains
+  (with a client certificate for the mTLS floor),
   and a mesh path whose description says ``client="grpc"`` (the public wire contract).
 - ``SdkCaller``: ``algomesh.async_client(key, address, **options).algo(target).pipe(payload)``:
   what a user's program does; the SDK encodes and decodes the payload.
@@ -39,11 +40,13 @@ class WrongAnswer(RuntimeError):
 
 
 class GrpcCaller:
-    def __init__(self, address: str, metadata: tuple = ()) -> None:
+    def __init__(self, address: str, metadata: tuple = (), tls: dict | None = None) -> None:
+        from bench._bare import channel
+
         self.address, self.metadata = address, metadata
         self.request = payload_pb2.CallRequest(input=payload_pb2.Payload(
             content_type=payload_pb2.CONTENT_TYPE_BINARY, data=PAYLOAD)).SerializeToString()
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = channel(address, tls)  # tls: mutual TLS (a bare chain with --tls)
         self.call = self.channel.unary_unary(CALL_PATH)
 
     async def one(self, timeout: float = TIMEOUT) -> None:

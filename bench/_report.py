@@ -9,6 +9,11 @@ beyond the echo's one, so
 and an algomesh path is compared with the bare chain of as many processes. "Ray Serve's
 fastest" is, strictly, its best throughput and its best p50 over every Ray path measured
 (they may come from different configurations; the table says which).
+
+The floor with mutual TLS (``bare_tls``: the A->B->C chain with the mesh's transport
+security on every hop, nothing else) gets the same per-hop and Ray ratios, without a
+target: they say how much of each target mTLS alone takes, since algomesh keeps it on.
+Each three-stage path is also set against it (throughput and p50, no target).
 """
 from __future__ import annotations
 
@@ -43,23 +48,29 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
     ray = {k: v for k, v in paths.items() if v["kind"] == "ray"}
     bento = {k: v for k, v in paths.items() if v["kind"] == "bentoml"}
     abc = next((v for k, v in paths.items() if v["kind"] == "bare" and v["processes"] == 3), None)
+    abc_tls = next((v for k, v in paths.items() if v["kind"] == "bare_tls" and v["processes"] == 3), None)
     ray_why = next((skipped[k] for k in skipped if k.startswith("ray")), "no Ray path ran")
     for key, m in paths.items():
-        if m["kind"] != "algomesh":
+        if m["kind"] not in ("algomesh", "bare_tls") or m["processes"] < 2:
             continue
         n = m["processes"]
+        held = m["kind"] == "algomesh"  # the mTLS floor: the same figures, no target
+
+        def goal(name: str, held: bool = held) -> str | None:
+            return name if held else None
+
         bare = paths.get(f"bare{n}")
         if echo and bare and n > 1:
             mh = (m["p50_us"] - echo["p50_us"]) / (n - 1)
             bh = (bare["p50_us"] - echo["p50_us"]) / (n - 1)
             out.append(_ratio(f"{key}.hop_latency", f"{key}: latency per hop / bare proxy's",
                               mh / bh if bh > 0 else float("nan"),
-                              note=f"{mh:.0f} us vs {bh:.0f} us per hop ({n} processes each)", target="hop_latency"))
+                              note=f"{mh:.0f} us vs {bh:.0f} us per hop ({n} processes each)", target=goal("hop_latency")))
             mc = (m["cpu_us_per_call_servers"] - echo["cpu_us_per_call_servers"]) / (n - 1)
             bc = (bare["cpu_us_per_call_servers"] - echo["cpu_us_per_call_servers"]) / (n - 1)
             out.append(_ratio(f"{key}.hop_cpu", f"{key}: CPU per hop / bare proxy's",
                               mc / bc if bc > 0 else float("nan"),
-                              note=f"{mc:.0f} us vs {bc:.0f} us per hop", target="hop_cpu"))
+                              note=f"{mc:.0f} us vs {bc:.0f} us per hop", target=goal("hop_cpu")))
         sidecars = [k for k in m["rss_idle_mib"] if k.startswith("sidecar")]
         if sidecars:
             idle = max(m["rss_idle_mib"][k] for k in sidecars)
@@ -75,22 +86,29 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
                 out.append(_ratio(f"{key}.throughput_vs_ray", f"{key}: throughput / Ray Serve's fastest",
                                   m["calls_per_s"] / ray[best_t]["calls_per_s"],
                                   note=f"{m['calls_per_s']:.0f} vs {ray[best_t]['calls_per_s']:.0f} calls/s ({best_t})",
-                                  target="throughput_vs_ray"))
+                                  target=goal("throughput_vs_ray")))
                 out.append(_ratio(f"{key}.p50_vs_ray", f"{key}: p50 / Ray Serve's fastest",
                                   m["p50_us"] / ray[best_p]["p50_us"],
                                   note=f"{m['p50_us'] / 1000:.2f} vs {ray[best_p]['p50_us'] / 1000:.2f} ms ({best_p})",
-                                  target="p50_vs_ray"))
+                                  target=goal("p50_vs_ray")))
             else:
                 out.append(_ratio(f"{key}.throughput_vs_ray", f"{key}: throughput / Ray Serve's fastest", None,
-                                  note=f"not measured: {ray_why}", target="throughput_vs_ray"))
+                                  note=f"not measured: {ray_why}", target=goal("throughput_vs_ray")))
                 out.append(_ratio(f"{key}.p50_vs_ray", f"{key}: p50 / Ray Serve's fastest", None,
-                                  note=f"not measured: {ray_why}", target="p50_vs_ray"))
+                                  note=f"not measured: {ray_why}", target=goal("p50_vs_ray")))
             if abc:
                 out.append(_ratio(f"{key}.throughput_vs_abc", f"{key}: throughput / bare A->B->C's",
                                   m["calls_per_s"] / abc["calls_per_s"],
                                   note=f"{m['calls_per_s']:.0f} vs {abc['calls_per_s']:.0f} calls/s",
-                                  target="throughput_vs_abc"))
-            for bk, b in bento.items():
+                                  target=goal("throughput_vs_abc")))
+            if held and abc_tls:
+                out.append(_ratio(f"{key}.throughput_vs_abc_tls", f"{key}: throughput / bare A->B->C with mTLS",
+                                  m["calls_per_s"] / abc_tls["calls_per_s"],
+                                  note=f"{m['calls_per_s']:.0f} vs {abc_tls['calls_per_s']:.0f} calls/s (no target)"))
+                out.append(_ratio(f"{key}.p50_vs_abc_tls", f"{key}: p50 / bare A->B->C with mTLS",
+                                  m["p50_us"] / abc_tls["p50_us"],
+                                  note=f"{m['p50_us'] / 1000:.2f} vs {abc_tls['p50_us'] / 1000:.2f} ms (no target)"))
+            for bk, b in (bento.items() if held else ()):
                 out.append(_ratio(f"{key}.throughput_vs_{bk}", f"{key}: throughput / BentoML's",
                                   m["calls_per_s"] / b["calls_per_s"],
                                   note=f"{m['calls_per_s']:.0f} vs {b['calls_per_s']:.0f} calls/s (no target)"))
@@ -178,7 +196,7 @@ def markdown(doc: dict) -> str:
         out.append(f"| {key} | | | | not measured: {why} | | |")
     out += ["", "| process (path) | CPU µs/call | RSS idle MiB | RSS under load MiB |", "|---|---:|---:|---:|"]
     for key, v in doc["paths"].items():
-        if v["kind"] != "algomesh" and key != "bare3":  # the floor's processes look alike: one chain
+        if v["kind"] != "algomesh" and key not in ("bare3", "bare_tls3"):  # the floors look alike: one chain each
             continue
         for proc in v["cpu_us_per_call"]:
             out.append(f"| {proc} ({key}) | {v['cpu_us_per_call'][proc]:.0f} | {v['rss_idle_mib'].get(proc, 0):.1f} | "

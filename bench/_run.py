@@ -1,7 +1,8 @@
 """One run of ``python -m bench``: start every path, measure them side by side, stop them.
 
 1. Start, all at once: a bare grpc.aio chain as long as the longest algomesh path (its
-   tail serves the shorter floors), one ``algomesh up`` per distinct mesh description, a
+   tail serves the shorter floors), a bare A->B->C chain with mutual TLS on every hop (the
+   floor with the mesh's transport security), one ``algomesh up`` per distinct mesh description, a
    Ray cluster per Ray Serve configuration, ``bentoml serve``. Then publish, and check
    every path answers the payload (a mesh's first call is its cold start, not measured).
 2. Warm up each path; record every process's RSS at rest.
@@ -117,6 +118,20 @@ class StreamProbe:
                 "max_rss_growth_mib": max(self.growth.values()) / _procs.MiB}
 
 
+def floor_credentials(work: Path) -> tuple[dict, Path]:
+    """A key and certificate from a mesh CA of the run's own, made as ``algomesh up`` makes
+    an instance's, for every server of the mTLS floor and its client (one identity: a
+    certificate is checked in the handshake, once per connection, not per call). Written
+    to ``work`` (the servers read it), owner-only."""
+    from algomesh.sidecar.meshtls import MeshCA
+
+    creds = MeshCA().issue("bench/bare-floor@1.0.0")
+    path = work / "bare-tls.json"
+    path.touch(mode=0o600)
+    path.write_bytes(creds.to_bytes())
+    return {"ca": creds.ca, "cert": creds.cert, "key": creds.key}, path
+
+
 class Run:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
@@ -130,13 +145,14 @@ class Run:
         self.dropped: list[Probe] = []  # third-party paths that failed (closed at the end)
         self.streams: list[StreamProbe] = []
         self.bare: list[str] = []
+        self.bare_tls: list[str] = []
+        self.tls: dict | None = None
         self.left_behind: set[int] = set()
         self.bento = None
 
     # ------------------------------------------------------------------ starting
 
     def start(self) -> None:
-        a = self.a
         for i, path in enumerate(MESH_PATHS):
             if path.mesh.key() not in self.meshes:
                 self.meshes[path.mesh.key()] = MeshServer(f"mesh{len(self.meshes) + 1}", path.mesh, self.work)
@@ -145,6 +161,9 @@ class Run:
         longest = max([ABC_PROCESSES, *(p.processes for p in MESH_PATHS)])
         self.bare = _bare.start_chain(longest, self.children)
         log(f"bare grpc.aio chain of {longest} processes up")
+        self.tls, creds = floor_credentials(self.work)
+        self.bare_tls = _bare.start_chain(ABC_PROCESSES, self.children, tls=str(creds), name="bare-tls")
+        log(f"bare grpc.aio chain of {ABC_PROCESSES} processes with mutual TLS up")
         for m in self.meshes.values():
             m.start()
             log(f"{m.name}: algomesh up at {m.address}, published {', '.join(m.names)}")
@@ -213,9 +232,9 @@ class Run:
     def _make_probes(self, bento) -> None:
         bare = self.bare
 
-        def bare_procs(n: int):
-            pids = {c.name: c.pid for c in self.children if c.name.startswith("bare ")}
-            names = [f"bare {'echo' if i == 0 else 'proxy'} {i}" for i in range(n)][::-1]
+        def bare_procs(n: int, chain: str = "bare"):
+            pids = {c.name: c.pid for c in self.children if c.name.startswith(f"{chain} ")}
+            names = [f"{chain} {'echo' if i == 0 else 'proxy'} {i}" for i in range(n)][::-1]
             labels = [f"proxy {j + 1}" for j in range(n - 1)] + ["echo"]
             return lambda: {label: pids[name] for label, name in zip(labels, names)}
 
@@ -225,6 +244,10 @@ class Run:
                 " (A->B->C)" if n == ABC_PROCESSES else "")
             self.probes.append(LocalProbe(f"bare{n}", label, _callers.GrpcCaller(bare[n - 1]), "bare",
                                           procs=bare_procs(n), processes=n))
+        for n in (1, ABC_PROCESSES):  # the floor with mTLS: what the transport security costs by itself
+            label = "bare echo, mTLS" if n == 1 else f"bare chain, {n} processes (A->B->C), mTLS"
+            self.probes.append(LocalProbe(f"bare_tls{n}", label, _callers.GrpcCaller(self.bare_tls[n - 1], tls=self.tls),
+                                          "bare_tls", procs=bare_procs(n, "bare-tls"), processes=n, stages=n))
         for path in MESH_PATHS:
             server = self.meshes[path.mesh.key()]
             self.probes.append(LocalProbe(path.key, path.label, self._mesh_caller(path, server), "algomesh",

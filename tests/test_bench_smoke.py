@@ -55,9 +55,11 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert {"cpus", "cpu_model", "kernel", "python", "grpcio", "ray", "bentoml"} <= set(doc["machine"])
     assert doc["config"]["smoke"] and doc["config"]["payload_bytes"] == 100
 
-    # the floor with as many processes as each algomesh path, and the A->B->C chain
-    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "mesh1", "mesh3", "mesh3_async",
-                                 "mesh1_shared_direct", "mesh3_shared_direct", "mesh3_async_shared_direct"}
+    # the floor with as many processes as each algomesh path, and the A->B->C chain; the same
+    # echo and A->B->C with mutual TLS on every hop
+    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "bare_tls1", "bare_tls3", "mesh1", "mesh3",
+                                 "mesh3_async", "mesh1_shared_direct", "mesh3_shared_direct",
+                                 "mesh3_async_shared_direct"}
     for key, path in doc["paths"].items():
         assert PATH_KEYS <= set(path), key
         assert path["calls"] == 200 and path["p99_us"] >= path["p50_us"] > 0, key
@@ -70,6 +72,7 @@ def test_side_by_side_benchmark_smoke(tmp_path):
         assert all(v > 1 for v in path["rss_idle_mib"].values()), key
     assert set(doc["paths"]["mesh3"]["cpu_us_per_call"]) == {
         "ingress+control plane", *(f"{kind} bench/stage{n}" for n in (1, 2, 3) for kind in ("runner", "sidecar"))}
+    assert set(doc["paths"]["bare_tls3"]["cpu_us_per_call"]) == {"proxy 1", "proxy 2", "echo"}
     assert set(doc["paths"]["mesh3_shared_direct"]["cpu_us_per_call"]) == {
         "control plane (off the path)", *(f"sidecar bench/stage{n}" for n in (1, 2, 3))}
 
@@ -89,6 +92,11 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     for name in RATIOS - {"mesh3.throughput_vs_ray", "mesh3.p50_vs_ray"}:
         assert math.isfinite(ratios[name]["value"]) and ratios[name]["met"] in (True, False), name
     assert ratios["mesh3.throughput_vs_ray"]["value"] is None and ratios["mesh3.throughput_vs_ray"]["met"] is None
+    # the mTLS floor's own per-hop figures, and each three-stage path against it: no target
+    for name in ("bare_tls3.hop_latency", "bare_tls3.hop_cpu", "mesh3_async_shared_direct.throughput_vs_abc_tls",
+                 "mesh3_async_shared_direct.p50_vs_abc_tls"):
+        assert math.isfinite(ratios[name]["value"]) and ratios[name]["value"] > 0, name
+        assert ratios[name]["target"] is None and ratios[name]["met"] is None, name
 
     for section in SECTIONS:
         assert section in out.stdout
