@@ -56,8 +56,8 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
         n = m["processes"]
         held = m["kind"] == "algomesh"  # the mTLS floor: the same figures, no target
 
-        def goal(name: str, held: bool = held) -> str | None:
-            return name if held else None
+        def goal(name: str) -> str | None:
+            return name if held else None  # (called at once, in this iteration)
 
         bare = paths.get(f"bare{n}")
         if echo and bare and n > 1:
@@ -212,5 +212,5 @@ def markdown(doc: dict) -> str:
         value = "n/a" if r["value"] is None else (f"{r['value']:.2f}×" if r["unit"] == "x" else f"{r['value']:.1f} {r['unit']}")
         verdict = "" if r["target"] is None else ("**met**" if r["met"] else "not met" if r["met"] is False else "not measured")
         note = f" ({r['note']})" if r["note"] else ""
-        out.append(f"| {r['label']}{note} | {value} | {r['target'] or ''} | {verdict} |")
+        out.append(f"| {r['label']}{note} | {value} | {r['target'] or 'none'} | {verdict} |")
     return "\n".join(out) + "\n"
