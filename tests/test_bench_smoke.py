@@ -26,6 +26,24 @@ def test_hop_benchmark_smoke(tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
 
 
+@pytest.mark.timeout(180)
+def test_profile_command_smoke():
+    """`python -m bench.profile`: every round's line, and each process's median CPU per call."""
+    out = subprocess.run([sys.executable, "-m", "bench.profile", "mesh3_async_shared_direct", "--seconds", "0.5",
+                          "--rounds", "2", "--warmup", "20"], cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert out.returncode == 0, out.stdout + out.stderr[-5000:]
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("round ") and "calls/s" in line for line in lines) == 2
+    medians = {}
+    for line in lines[lines.index("median CPU per call over the rounds (us):") + 1:]:
+        label, _, value = line.strip().rpartition(" ")
+        medians[label.strip()] = float(value)
+    assert set(medians) == {"control plane (off the path)", "client", "all",
+                            *(f"sidecar bench/stage{n}" for n in (1, 2, 3))}
+    assert all(v > 0 for v in medians.values()), medians
+    assert medians["all"] >= max(v for k, v in medians.items() if k != "all")
+
+
 # Every line `python -m bench` prints, whatever it measured (its figures are judged from full runs).
 SECTIONS = ("LATENCY AND THROUGHPUT", "PER PROCESS", "STREAMING", "TARGETS (issue 9)")
 PATH_KEYS = {"label", "kind", "processes", "stages", "calls", "p50_us", "p99_us", "mean_us", "min_us",
