@@ -27,9 +27,9 @@ def test_hop_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_profile_command_smoke():
-    """`python -m bench.profile`: every round's line, and each process's median CPU per call."""
-    out = subprocess.run([sys.executable, "-m", "bench.profile", "mesh3_async_shared_direct", "--seconds", "0.5",
+def test_cpu_command_smoke():
+    """`python -m bench.cpu`: every round's line, and each process's median CPU per call."""
+    out = subprocess.run([sys.executable, "-m", "bench.cpu", "mesh3_async_shared_direct", "--seconds", "0.5",
                           "--rounds", "2", "--warmup", "20"], cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert out.returncode == 0, out.stdout + out.stderr[-5000:]
     lines = out.stdout.splitlines()

@@ -1,4 +1,4 @@
-"""Where one path's CPU goes: ``python -m bench.profile [PATH]``.
+"""Where one path's CPU goes: ``python -m bench.cpu [PATH]``.
 
 Starts one algomesh path of ``bench/paths.py`` (default ``mesh3_async_shared_direct``) as
 ``python -m bench`` does, warms it, then calls it with ``--concurrency`` calls in flight
@@ -11,16 +11,19 @@ shared 2-core machine it repeats within a few percent between runs minutes apart
 throughput moves by ±10 % (docs/performance.md). Change one thing, run this before and
 after, compare the medians.
 
-    python -m bench.profile                                    # the fastest path, 3 rounds of 5 s
-    python -m bench.profile mesh3 --rounds 5
-    python -m bench.profile --env OTEL_TRACES_SAMPLER=always_off   # what tracing costs
-    python -m bench.profile --py-spy /tmp/spy                  # also a py-spy profile per process
+    python -m bench.cpu                                        # the fastest path, 3 rounds of 5 s
+    python -m bench.cpu mesh3 --rounds 5
+    python -m bench.cpu --env OTEL_TRACES_SAMPLER=always_off   # what tracing costs
+    python -m bench.cpu --py-spy /tmp/spy                      # also a py-spy profile per process
 
 ``--env K=V`` is set for ``algomesh up`` and so for every sidecar it starts. ``--py-spy
 DIR`` records every server process with py-spy (``pip install py-spy``) during the last
 round, into ``DIR/<process>.txt`` (collapsed stacks: one line per stack and its sample
 count; ``--native`` adds the C frames). Recording costs the recorded processes CPU: read
 its round for where time goes, the other rounds for how much.
+
+(Named ``cpu``, not ``profile``: a ``bench/profile.py`` would shadow the standard
+library's ``profile``, which ``cProfile`` imports, in the scripts that run from bench/.)
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ async def measure(path: MeshPath, server: MeshServer, a: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", default="mesh3_async_shared_direct",
                    choices=[m.key for m in MESH_PATHS], help="a path of bench/paths.py")
