@@ -92,7 +92,7 @@ THREE_ASYNC = Mesh(algorithms=("pipeline_async/stage1", "pipeline_async/stage2",
 
 # isolation = "shared": each algorithm runs inside its sidecar's process (no runner process,
 # pipes handed to the sidecar in-process); with the SDK's direct=True the client calls the
-# first stage's sidecar itself, not the ingress. Shared isolation takes no streams yet.
+# first stage's sidecar itself, not the ingress (for unary calls: streams go through the ingress).
 SHARED = {"*": {"isolation": "shared"}}
 DIRECT = {"direct": True}
 

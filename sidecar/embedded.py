@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from algomesh import _wire
-from algomesh._errors import AlgomeshError, error, from_status
+from algomesh._errors import AlgomeshError, from_status
 
 from .server import read_call
 from .stack import Call, Handler, Reply
@@ -39,12 +39,14 @@ class _Abort(Exception):
 
 class _Context:
     """What the Python runner's servicer needs of a grpc.aio context: the call's forwarded
-    metadata, and abort (here: raise the typed error back to us)."""
+    metadata, abort (here: raise the typed error back to us), and for a streamed call
+    ``write``, which sends one response chunk (the inbound stream's ``Chunks.write``)."""
 
-    __slots__ = ("_metadata",)
+    __slots__ = ("_metadata", "write")
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...], write=None) -> None:
         self._metadata = metadata
+        self.write = write
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -91,15 +93,15 @@ class EmbeddedRunner:
     async def __call__(self, call: Call) -> Reply:
         if self._load_error is not None:
             raise self._load_error
-        if call.stream is not None:
-            raise error("STREAMING_UNSUPPORTED", f"{self.algorithm} {self.version} runs inside its sidecar "
-                        "(isolation = shared), which takes no streamed calls yet: call it with pipe()",
-                        algorithm=self.algorithm, version=self.version)
         metadata = ((_wire.CALL_KEY, call.token),) if call.token else ()
         if call.traceparent:
             metadata += ((_wire.TRACEPARENT_KEY, call.traceparent),)
         try:  # (the inbound stack's deadline layer ends it at the call's deadline)
-            body = await self._servicer.Apply(call.body, _Context(metadata))
+            if call.stream is None:
+                body = await self._servicer.Apply(call.body, _Context(metadata))
+            else:  # the request's chunks straight from the inbound stream, the answer's back to it
+                await self._servicer.ApplyStream(call.stream, _Context(metadata, call.stream.write))
+                body = b""
         except _Abort as exc:
             typed = _typed(exc)
             if typed.reason in ("ALGORITHM_ERROR", "INVALID_INPUT"):

@@ -42,6 +42,31 @@ def apply(x):
     return {"via": type(c._call).__name__, "answer": c.algo(x).pipe("hi").result}
 """
 
+# streams: rotate every byte by one (a generator); upper-case with `async for`; relay on
+SROT = """\
+TABLE = bytes((i + 1) % 256 for i in range(256))
+def apply(stream):
+    for chunk in stream:
+        if chunk.startswith(b"boom"):
+            raise ValueError("no boom")
+        yield chunk.translate(TABLE)
+"""
+
+SUPPER = """\
+async def apply(stream):
+    async def out():
+        async for chunk in stream:
+            yield chunk.upper()
+    return out()
+"""
+
+SRELAY = """\
+import algomesh
+TABLE = bytes((i + 1) % 256 for i in range(256))
+def apply(stream):
+    return algomesh.client().algo("emb/srot").stream(chunk.translate(TABLE) for chunk in stream)
+"""
+
 ASYNC = """\
 import algomesh
 async def apply(x):
@@ -62,6 +87,10 @@ def published(mesh, tmp_path_factory):
                                  extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
     mesh.publish(write_algorithm(d / "async", "emb/async", "1.0.0", ASYNC,
                                  extra_toml=SHARED + '[permissions]\ncan_call = ["emb/echo"]\n'))
+    mesh.publish(write_algorithm(d / "srot", "emb/srot", "1.0.0", SROT, extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "supper", "emb/supper", "1.0.0", SUPPER, extra_toml=SHARED))
+    mesh.publish(write_algorithm(d / "srelay", "emb/srelay", "1.0.0", SRELAY,
+                                 extra_toml=SHARED + '[permissions]\ncan_call = ["emb/srot"]\n'))
 
 
 def _cmdline(pid: int) -> str:
@@ -105,10 +134,23 @@ def test_its_pipes_reach_its_sidecar_in_process_through_the_same_checks(client):
     assert e.value.reason == "INVALID_TARGET"
 
 
-def test_a_stream_is_refused_typed(client):
-    with pytest.raises(algomesh.AlgomeshError) as e:
-        client.algo("emb/echo").stream(b"x" * 1000).read()
-    assert e.value.reason == "STREAMING_UNSUPPORTED"
+def test_it_streams_both_ways_and_on_to_another_algorithm(client):
+    # a blocking apply reads its stream on a worker thread and streams its answer back
+    data = bytes(range(256)) * (12 * 1024)  # 3 MiB: the mesh cuts it into chunks
+    answer = client.algo("emb/srot").stream(data)
+    assert answer.read() == data.translate(bytes((i + 1) % 256 for i in range(256)))
+    assert (answer.metadata.algorithm, answer.metadata.version) == ("emb/srot", "1.0.0")
+    # an async one with `async for`, and one that streams on to emb/srot from inside apply
+    assert client.algo("emb/supper").stream(b"abc" * 1000).read() == b"ABC" * 1000
+    assert client.algo("emb/srelay").stream(b"\x00\x01" * 5000).read() == b"\x02\x03" * 5000
+
+
+def test_a_failing_stream_is_typed_and_the_next_one_works(client):
+    with pytest.raises(algomesh.AlgorithmError) as e:
+        client.algo("emb/srot").stream(b"boom" + b"x" * 100).read()
+    assert "no boom" in e.value.message and "ValueError" in e.value.stacktrace
+    assert e.value.algorithm == "emb/srot"
+    assert client.algo("emb/srot").stream(b"\x00").read() == b"\x01"
 
 
 def test_the_manifest_checks_it(tmp_path, client):

@@ -418,6 +418,31 @@ def test_a_stream_over_the_limit_is_payload_too_large_on_every_hop(small_mesh, t
         assert e.value.reason == "PAYLOAD_TOO_LARGE"
 
 
+def test_inside_its_sidecar_a_stream_keeps_the_limit_and_the_deadline(small_mesh, tmp_path):
+    """isolation = "shared" (the algorithm in its sidecar's process) streams through the same
+    stacks: the limit on every hop, the deadline, and the instance serves on after both."""
+    shared = 'isolation = "shared"\n'
+    small_mesh.publish(write_algorithm(tmp_path / "srot", "st/srot2", "1.0.0", ROT2, extra_toml=shared))
+    small_mesh.publish(write_algorithm(tmp_path / "samp", "st/samp", "1.0.0", AMPLIFY.replace("st/rot2", "st/srot2"),
+                                       extra_toml=shared + '[permissions]\ncan_call = ["st/srot2"]\n'))
+    slow = "import time\ndef apply(stream):\n    for chunk in stream:\n        time.sleep(0.5)\n        yield chunk\n"
+    small_mesh.publish(write_algorithm(tmp_path / "sslow", "st/sslow", "1.0.0", slow, extra_toml=shared))
+    with small_mesh.client() as c:
+        assert len(c.algo("st/srot2").stream(blocks(1)).read()) == MiB
+        with pytest.raises(algomesh.LimitError) as e:
+            c.algo("st/srot2").stream(blocks(50)).read()
+        assert e.value.reason == "PAYLOAD_TOO_LARGE"
+        with pytest.raises(algomesh.LimitError) as e:  # its own sidecar stops the pipe it streams on
+            c.algo("st/samp").stream(b"z" * (MiB // 2)).read()
+        assert e.value.reason == "PAYLOAD_TOO_LARGE"
+        t0 = time.monotonic()
+        with pytest.raises(algomesh.AlgomeshError) as e:
+            c.algo("st/sslow").set_options(timeout=1.5).stream(blocks(1)).read()
+        assert e.value.reason == "DEADLINE_EXCEEDED" and time.monotonic() - t0 < 5
+        assert c.algo("st/sslow").set_options(timeout=10).stream(b"ok").read() == b"ok"
+        assert len(c.algo("st/srot2").stream(blocks(1)).read()) == MiB
+
+
 def test_a_sidecar_that_dies_mid_stream_ends_it_typed(mesh, client, published):
     relay = client.algo("st/relay")
     assert relay.stream(b"a").read() == b"d"
