@@ -138,13 +138,14 @@ def readable(spans: Sequence[Span], resource, scope) -> list:
     return out
 
 
-def collector_from_env(service: str) -> SdkExport | None:
-    """The SDK's OTLP exporter when the standard variables name a collector."""
+def otlp_exporter_from_env():
+    """The SDK's OTLP span exporter when the standard variables name a collector (it reads
+    every other ``OTEL_EXPORTER_OTLP_*`` variable itself), else None."""
     if not (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
         return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    return SdkExport(service, OTLPSpanExporter())
+    return OTLPSpanExporter()
 
 
 Destination = Callable[[Request, Sequence[Span]], None]
@@ -158,8 +159,8 @@ class SpanPipeline:
         self.service = service
         self._resource = resource_attributes(service)
         self._destinations = list(destinations)
-        if (extra := collector_from_env(service)) is not None:
-            self._destinations.append(extra)
+        if (exporter := otlp_exporter_from_env()) is not None:
+            self._destinations.append(SdkExport(service, exporter))
         self._batcher = Batcher(self._send)
         self.tracer = Tracer(self._batcher)
 

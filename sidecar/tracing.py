@@ -131,8 +131,7 @@ def span_pipeline(service: str, destinations, *, named_by_env: bool = False):
     service (the control plane's); a sidecar is always named after its algorithm and version."""
     from .span_export import SpanPipeline
 
-    name = (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
-    return SpanPipeline(name, destinations)
+    return SpanPipeline(service_name(service, named_by_env), destinations)
 
 
 def tracer_provider(service: str, *, exporters=(), named_by_env: bool = False):
@@ -145,14 +144,18 @@ def tracer_provider(service: str, *, exporters=(), named_by_env: bool = False):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    name = (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
-    resource = Resource.create({"service.name": name})
+    from .span_export import otlp_exporter_from_env
+
+    resource = Resource.create({"service.name": service_name(service, named_by_env)})
     provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
     delay = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "500"))  # ms; OTel's default is 5000
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if (collector := otlp_exporter_from_env()) is not None:
+        provider.add_span_processor(BatchSpanProcessor(collector))
     return provider
+
+
+def service_name(service: str, named_by_env: bool) -> str:
+    """``service``, or ``OTEL_SERVICE_NAME`` where the process may be renamed (the control plane)."""
+    return (os.environ.get("OTEL_SERVICE_NAME") if named_by_env else None) or service
