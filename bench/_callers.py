@@ -20,6 +20,7 @@ chunk size), read the answer as it comes, and check its length and CRC-32.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from typing import Any, AsyncIterator
 
@@ -217,7 +218,13 @@ async def sdk_stream(key: str, address: str, target: str, size: int, options: di
             yield piece
 
     async with algomesh.async_client(key, address, **(options or {})) as client:
-        answer = client.algo(target).set_options(timeout=timeout).stream(source())
+        algo = client.algo(target).set_options(timeout=timeout)
+        if client._routes is not None:  # direct: streams go through the ingress until it has a route
+            until = time.monotonic() + 30
+            while client._routes.lookup(algo.target, stream=True) is None and time.monotonic() < until:
+                await algo.stream(b"warm").read()
+                await asyncio.sleep(0.05)
+        answer = algo.stream(source())
         got, crc = 0, 0
         async for data in answer.chunks():
             got, crc = got + len(data), zlib.crc32(data, crc)

@@ -263,7 +263,7 @@ class Run:
                     f"{path.key}_stream", f"{path.label}, streamed",
                     lambda size, s=server, p=path: _callers.sdk_stream(s.key, s.address, p.target, size,
                                                                        dict(p.client_options)),
-                    server.processes, path.processes))
+                    lambda s=server, d=bool(path.client_options.get("direct")): s.processes(d), path.processes))
                 n = path.processes
                 if not any(s.key == f"bare{n}_stream" for s in self.streams):
                     self.streams.append(StreamProbe(

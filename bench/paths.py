@@ -92,7 +92,7 @@ THREE_ASYNC = Mesh(algorithms=("pipeline_async/stage1", "pipeline_async/stage2",
 
 # isolation = "shared": each algorithm runs inside its sidecar's process (no runner process,
 # pipes handed to the sidecar in-process); with the SDK's direct=True the client calls the
-# first stage's sidecar itself, not the ingress (for unary calls: streams go through the ingress).
+# first stage's sidecar itself, not the ingress (calls and streams alike).
 SHARED = {"*": {"isolation": "shared"}}
 DIRECT = {"direct": True}
 
@@ -105,11 +105,11 @@ MESH_PATHS: tuple[MeshPath, ...] = (
     MeshPath("mesh1_shared_direct", "algomesh: 1 no-op, shared, direct", replace(ONE, manifest=SHARED),
              target="bench/noop", processes=1, client_options=DIRECT),
     MeshPath("mesh3_shared_direct", "algomesh: 3-stage, shared, direct", replace(THREE, manifest=SHARED),
-             target="bench/stage1", processes=3, stages=3, client_options=DIRECT),
+             target="bench/stage1", processes=3, stages=3, client_options=DIRECT, stream=True),
     # the same with async stages: an async apply's pipes are awaited on its sidecar's own loop
     MeshPath("mesh3_async_shared_direct", "algomesh: 3-stage, async, shared, direct",
              replace(THREE_ASYNC, manifest=SHARED), target="bench/stage1", processes=3, stages=3,
-             client_options=DIRECT),
+             client_options=DIRECT, stream=True),
 )
 
 RAY_PATHS: tuple[RayPath, ...] = (

@@ -94,6 +94,23 @@ def _call_metadata(target: Target, api_key: str | None, context: tuple[tuple[str
     return md + context  # inside an algorithm: the call this pipe belongs to, and its trace
 
 
+def _stream_route(algo: "Algorithm | AsyncAlgorithm", ingress: Callable[..., Any]) -> tuple[Any, Any, Any]:
+    """A streamed call's ``Mesh/CallStream`` multicallable and metadata: straight to an
+    instance once the client has a route (_direct.py), with the ingress as its fallback;
+    else (or inside an algorithm) the ingress's, without one."""
+    from ._stream import Fallback
+
+    client, token = algo._client, CALL_CONTEXT.get()
+    metadata = _call_metadata(algo.target, client.api_key, token, None, algo._options)
+    routes = client._routes
+    route = None if routes is None or token else routes.lookup(algo.target, stream=True)
+    if route is None:
+        return ingress, metadata, None
+    exact, send = route
+    return (send, _call_metadata(parse_target(exact), client.api_key, token, None, algo._options),
+            Fallback(ingress, metadata, lambda: routes.drop(algo.target)))
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -245,9 +262,9 @@ class Algorithm:
         payloads of any size at bounded memory; the answer streams back. ``content_type``
         ("json", "text", "binary") overrides what the source implies. See docs/streaming.md."""
         from ._stream import start
-        return start(self._client._call_stream, source, content_type, self._options.stdout,
-                     _call_metadata(self.target, self._client.api_key, CALL_CONTEXT.get(), None, self._options),
-                     self._options.timeout)
+        multicallable, metadata, fallback = _stream_route(self, self._client._call_stream)
+        return start(multicallable, source, content_type, self._options.stdout, metadata, self._options.timeout,
+                     fallback)
 
     def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
             total: int | None = None) -> list[Response]:
@@ -293,6 +310,9 @@ class Client:
         if local is not None:
             self._call = _local.LocalUnary(*local)
         self._call_stream: Callable[..., Any] = self._channel.stream_stream(_wire.CALL_STREAM_METHOD)
+        local_stream = _local.stream_for_address(self.address)
+        if local_stream is not None:
+            self._call_stream = _local.LocalStream(*local_stream)
 
     def algo(self, ref: str) -> Algorithm:
         return Algorithm(self, ref)
@@ -462,9 +482,9 @@ class AsyncAlgorithm:
         with ``async for chunk in answer.chunks()`` or ``await answer.save(path)``."""
         from ._stream import AsyncStreamResponse
         self._client._stub()
-        return AsyncStreamResponse(self._client._stream_multicallable, source, content_type, self._options.stdout,
-                                   _call_metadata(self.target, self._client.api_key, CALL_CONTEXT.get(), None,
-                                                  self._options), self._options.timeout)
+        multicallable, metadata, fallback = _stream_route(self, self._client._stream_multicallable)
+        return AsyncStreamResponse(multicallable, source, content_type, self._options.stdout, metadata,
+                                   self._options.timeout, fallback)
 
     async def map(self, inputs: Any, concurrency: int = 8, *, progress: bool | None = None,
                   total: int | None = None) -> list[AsyncResponse]:
@@ -505,6 +525,9 @@ class AsyncClient:
             local = _local.for_address(self.address)  # inside an algorithm that runs in its sidecar
             if local is not None:
                 self._multicallable = _local.AioLocalUnary(*local)
+            local_stream = _local.stream_for_address(self.address)
+            if local_stream is not None:
+                self._stream_multicallable = _local.AioLocalStream(*local_stream, self._stream_multicallable)
         return self._multicallable
 
     def algo(self, ref: str) -> AsyncAlgorithm:

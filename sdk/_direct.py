@@ -8,7 +8,9 @@ those instances over TLS (checked against that CA), with the API key, which each
 verifies itself (docs/sdk.md): one process hop fewer per call. Routes are refreshed in the
 background every few seconds; a call whose instance went away before it saw the call
 (connection refused, INSTANCE_UNAVAILABLE) is sent again through the ingress, and the route
-is looked up again. Inside an algorithm (an address on a Unix socket) there is no direct
+is looked up again. Streamed calls go straight too, and are sent again through the ingress
+on the same condition while what they sent so far is still held (``_stream.Replay``).
+Inside an algorithm (an address on a Unix socket) there is no direct
 routing: pipes go through the algorithm's own sidecar.
 """
 from __future__ import annotations
@@ -46,26 +48,26 @@ def went_away(exc: AlgomeshError) -> bool:
 
 
 class Routes:
-    """Where each target's instances take clients' calls, for one client; and one
-    multicallable per instance, made by ``channel(address, ca)`` (sync or asyncio)."""
+    """Where each target's instances take clients' calls, for one client; and per instance
+    its ``Mesh/Call`` and ``Mesh/CallStream`` multicallables, on one channel made by
+    ``channel(address, ca)`` (sync or asyncio)."""
 
-    def __init__(self, address: str, api_key: str | None, channel: Callable[[str, bytes], Any],
-                 method: str = _wire.CALL_METHOD) -> None:
+    def __init__(self, address: str, api_key: str | None, channel: Callable[[str, bytes], Any]) -> None:
         # lookups run in background threads, on a blocking channel of their own
         self._registry_channel = grpc.insecure_channel(address, options=_wire.CLIENT_CHANNEL_OPTIONS)
         self._registry = registry_pb2_grpc.RegistryStub(self._registry_channel)
         self._auth = ((_wire.AUTH_KEY, f"Simple {api_key}"),) if api_key else ()
         self._channel = channel
-        self._method = method
         self._routes: dict[str, Route] = {}
         self._looking: dict[str, float] = {}  # target -> when its lookup started (or failed)
-        self._calls: dict[str, Any] = {}
+        self._calls: dict[str, tuple[Any, Any]] = {}  # address -> (unary, stream) multicallables
         self._open: list[Any] = []
         self._lock = threading.Lock()
 
-    def lookup(self, target: Target) -> tuple[str, Any] | None:
+    def lookup(self, target: Target, stream: bool = False) -> tuple[str, Any] | None:
         """(exact target, multicallable) for a direct call, or None: use the ingress.
-        Call it where the multicallable will be used (an asyncio one: in the loop)."""
+        ``stream``: the instance's ``Mesh/CallStream``, not ``Mesh/Call``. Call it where
+        the multicallable will be used (an asyncio one: in the loop)."""
         key = str(target)
         route = self._routes.get(key)
         now = time.monotonic()
@@ -74,12 +76,13 @@ class Routes:
         if route is None or not route.addresses:
             return None
         address = random.choice(route.addresses)
-        call = self._calls.get(address)
-        if call is None:
+        calls = self._calls.get(address)
+        if calls is None:
             channel = self._channel(address, route.ca)
             self._open.append(channel)
-            call = self._calls[address] = channel.unary_unary(self._method)
-        return route.exact, call
+            calls = self._calls[address] = (channel.unary_unary(_wire.CALL_METHOD),
+                                            channel.stream_stream(_wire.CALL_STREAM_METHOD))
+        return route.exact, calls[stream]
 
     def drop(self, target: Target) -> None:
         self._routes.pop(str(target), None)

@@ -5,29 +5,45 @@ algorithm for the sidecar's own address (``algomesh.client()``) then hands each 
 that stack in-process instead of sending it through the outbound Unix socket: the same
 layers (permissions, lineage, tracing, routing), minus a gRPC client and server. A
 blocking pipe (from ``apply`` on its worker thread) runs on the sidecar's event loop and
-waits for it; an async one is awaited in that loop directly. Outside such a sidecar
-nothing is installed and clients use gRPC as always.
+waits for it; an async one is awaited in that loop directly. Streamed pipes too: their
+chunks pass between the algorithm and the stack through queues of one chunk each way
+(the same bounded memory as gRPC's flow control). Outside such a sidecar nothing is
+installed and clients use gRPC as always.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import grpc
+
+from ._errors import AlgomeshError, error
 
 Handler = Callable[[bytes, tuple, float], Awaitable[tuple[bytes, list]]]  # (body, metadata, timeout)
+# (request chunks, write one answer chunk, metadata, timeout) -> trailers
+StreamHandler = Callable[[AsyncIterator[bytes], Callable[[bytes], Awaitable[None]], tuple, float], Awaitable[list]]
 
-_installed: tuple[str, Handler, asyncio.AbstractEventLoop] | None = None
+_installed: tuple[str, Handler, asyncio.AbstractEventLoop, StreamHandler | None] | None = None
 
 
-def install(address: str, handler: Handler, loop: asyncio.AbstractEventLoop) -> None:
-    """The sidecar: calls from clients of ``address`` (its outbound socket) go to ``handler``."""
+def install(address: str, handler: Handler, loop: asyncio.AbstractEventLoop,
+            stream: StreamHandler | None = None) -> None:
+    """The sidecar: calls from clients of ``address`` (its outbound socket) go to ``handler``,
+    streamed ones to ``stream``."""
     global _installed
-    _installed = (address, handler, loop)
+    _installed = (address, handler, loop, stream)
 
 
 def for_address(address: str) -> tuple[Handler, asyncio.AbstractEventLoop] | None:
     if _installed is not None and _installed[0] == address:
         return _installed[1], _installed[2]
+    return None
+
+
+def stream_for_address(address: str) -> tuple[StreamHandler, asyncio.AbstractEventLoop] | None:
+    if _installed is not None and _installed[0] == address and _installed[3] is not None:
+        return _installed[3], _installed[2]
     return None
 
 
@@ -112,3 +128,155 @@ class AioLocalUnary:
 
     def __call__(self, body: bytes, metadata: tuple = (), timeout: float | None = None) -> LocalCall:
         return LocalCall(self._handler, self._loop, body, tuple(metadata or ()), timeout or 0.0)
+
+
+_END = object()
+
+
+class LocalStreamCall:
+    """What ``AsyncStreamResponse`` needs of a grpc.aio stream-stream call (``write``,
+    ``done_writing``, ``read``, ``trailing_metadata``, ``cancel``, ``done``), in-process: the
+    stack runs as a task on the sidecar's loop, fed and drained through one-chunk queues.
+    Its errors are typed already; they are raised by ``read``."""
+
+    def __init__(self, handler: StreamHandler, metadata: tuple, timeout: float) -> None:
+        self._requests: asyncio.Queue = asyncio.Queue(1)
+        self._answers: asyncio.Queue = asyncio.Queue(1)
+        self.trailing: list = []
+        self._error: BaseException | None = None
+        self._writing = True
+        self.feeder: asyncio.Future | None = None  # LocalBlockingStream's: what feeds it the request
+        self._task = asyncio.ensure_future(self._run(handler, metadata, timeout))
+
+    async def _source(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._requests.get()) is not _END:
+            yield chunk
+
+    async def _run(self, handler: StreamHandler, metadata: tuple, timeout: float) -> None:
+        try:
+            self.trailing = await handler(self._source(), self._answers.put, metadata, timeout)
+        except AlgomeshError as exc:
+            self._error = exc
+        except Exception as exc:  # the stack rescues everything it runs: a bug of ours
+            self._error = error("INTERNAL", f"in-process stream failed: {exc!r}")
+        await self._answers.put(_END)
+
+    async def write(self, chunk: bytes) -> None:
+        if self._task.done() or not self._writing:
+            raise asyncio.InvalidStateError("the call takes no more chunks")
+        await self._requests.put(chunk)
+
+    async def done_writing(self) -> None:
+        if self._writing and not self._task.done():
+            self._writing = False
+            await self._requests.put(_END)
+
+    async def read(self) -> Any:
+        if self._task.cancelled() and self._answers.empty():
+            raise error("CANCELLED", "the stream was cancelled")
+        item = await self._answers.get()
+        if item is _END:
+            self._answers.put_nowait(_END)  # every later read ends too
+            if self._error is not None:
+                raise self._error
+            return grpc.aio.EOF
+        return item
+
+    async def trailing_metadata(self) -> list:
+        return self.trailing
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> bool:
+        if self.feeder is not None:
+            self.feeder.cancel()
+        if self._task.done():
+            return False
+        self._task.cancel()
+        if self._answers.empty():  # a reader waiting for the next chunk: it is not coming
+            self._answers.put_nowait(_END)
+            self._error = error("CANCELLED", "the stream was cancelled")
+        return True
+
+
+class AioLocalStream:
+    """An asyncio client's ``Mesh/CallStream`` multicallable: in-process on the sidecar's own
+    loop (an async apply), else ``grpc_stream`` (the outbound socket, as always)."""
+
+    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop, grpc_stream: Any) -> None:
+        self._handler, self._loop, self._grpc = handler, loop, grpc_stream
+
+    def __call__(self, metadata: tuple = (), timeout: float | None = None) -> Any:
+        try:
+            same = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same = False
+        if not same:
+            return self._grpc(metadata=metadata, timeout=timeout)
+        return LocalStreamCall(self._handler, tuple(metadata or ()), timeout or 0.0)
+
+
+class LocalBlockingStream:
+    """What ``StreamResponse`` needs of a blocking stream-stream call (an iterator of answer
+    chunks with ``trailing_metadata`` and ``cancel``), in-process: the stack runs on the
+    sidecar's loop; the request's chunks are read from ``requests`` in a worker thread, the
+    answer's handed to this thread one at a time."""
+
+    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop, requests: Iterator[bytes],
+                 metadata: tuple, timeout: float) -> None:
+        self._loop = loop
+        self._call = asyncio.run_coroutine_threadsafe(self._start(handler, requests, metadata, timeout), loop).result()
+
+    @staticmethod
+    async def _start(handler: StreamHandler, requests: Iterator[bytes], metadata: tuple,
+                     timeout: float) -> LocalStreamCall:
+        async def source() -> AsyncIterator[bytes]:
+            while (chunk := await asyncio.to_thread(next, requests, None)) is not None:
+                yield chunk
+
+        async def feed(call: LocalStreamCall) -> None:
+            try:
+                async for chunk in source():
+                    await call.write(chunk)
+                await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the call ended: reading the answer says how
+            except Exception:  # the source failed (StreamResponse kept it, and raises it): end the call
+                call.cancel()
+
+        call = LocalStreamCall(handler, metadata, timeout)
+        call.feeder = asyncio.ensure_future(feed(call))
+        return call
+
+    def __iter__(self) -> "LocalBlockingStream":
+        return self
+
+    def __next__(self) -> bytes:
+        raw = asyncio.run_coroutine_threadsafe(self._call.read(), self._loop).result()
+        if raw is grpc.aio.EOF:
+            raise StopIteration
+        return raw
+
+    def trailing_metadata(self) -> list:
+        return self._call.trailing
+
+    def cancel(self) -> None:
+        self._loop.call_soon_threadsafe(self._call.cancel)
+
+
+class LocalStream:
+    """A blocking client's ``Mesh/CallStream`` multicallable, in-process (``LocalBlockingStream``)."""
+
+    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop) -> None:
+        self._handler, self._loop = handler, loop
+
+    def __call__(self, requests: Iterator[bytes], metadata: tuple = (), timeout: float | None = None) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("a blocking stream on the sidecar's own event loop would never finish: "
+                               "use algomesh.async_client() in an async apply")
+        return LocalBlockingStream(self._handler, self._loop, requests, tuple(metadata or ()), timeout or 0.0)

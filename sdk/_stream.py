@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 import grpc
@@ -34,10 +36,12 @@ except ImportError:  # pragma: no cover - see write_chunk
 
 from algomesh.v1 import payload_pb2
 
-from ._errors import error, from_rpc_error
+from ._direct import went_away
+from ._errors import AlgomeshError, error, from_rpc_error
 from ._payload import _BY_NAME, BINARY, TEXT, content_type_name
 
 CHUNK_BYTES = 256 * 1024  # data per chunk when algomesh cuts a payload (bytes, files, large pieces)
+REPLAY_BYTES = 4 * CHUNK_BYTES  # what a direct stream holds so that it can be sent again (Replay)
 
 __all__ = ["Stream", "StreamResponse", "AsyncStreamResponse", "CHUNK_BYTES"]
 
@@ -172,6 +176,82 @@ async def write_chunk(rpc: grpc.aio.StreamStreamCall, chunk: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """Where a direct stream (sdk/_direct.py) is sent again if its instance went away
+    before it saw the call: the ingress's ``Mesh/CallStream``, the call's metadata for it,
+    and ``forget``, which drops the client's route to that instance."""
+    multicallable: Callable[..., Any]
+    metadata: Any
+    forget: Callable[[], None]
+
+
+class Replay:
+    """A direct stream's request chunks, the first ``limit`` bytes of them held, so that the
+    call can be sent again through the ingress from its first chunk if its instance went
+    away before it saw the call. A source longer than that is not held (``whole`` turns
+    False): such a call is not sent again, its error is raised. ``view()`` is what one
+    attempt sends: the held chunks, then the rest of the source; a later view makes the
+    earlier one stop (one attempt reads the source at a time)."""
+
+    def __init__(self, chunks: Iterator[bytes], limit: int = REPLAY_BYTES) -> None:
+        self._source = chunks
+        self._held: list[bytes] = []
+        self._size, self._limit = 0, limit
+        self._attempt = 0
+        self._lock = threading.Lock()  # grpc reads a sync call's requests in a thread of its own
+        self.whole = True
+
+    def _hold(self, chunk: bytes) -> None:
+        if self.whole:
+            self._size += len(chunk)
+            if self._size <= self._limit:
+                self._held.append(chunk)
+            else:
+                self.whole, self._held = False, []
+
+    def view(self) -> Iterator[bytes]:
+        with self._lock:
+            self._attempt += 1
+            me = self._attempt
+        i = 0
+        while True:
+            with self._lock:
+                if me != self._attempt:
+                    return
+                if i < len(self._held):
+                    chunk = self._held[i]
+                else:
+                    chunk = next(self._source, None)
+                    if chunk is None:
+                        return
+                    self._hold(chunk)
+                i += 1
+            yield chunk
+
+
+class AsyncReplay(Replay):
+    """``Replay`` of an async source, for the async client. One event loop: the earlier
+    attempt's sender is done before the next view reads (``AsyncStreamResponse._again``)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int = REPLAY_BYTES) -> None:
+        super().__init__(iter(()), limit)
+        self._asource = chunks
+
+    async def aview(self) -> AsyncIterator[bytes]:
+        self._attempt += 1
+        me, i = self._attempt, 0
+        while me == self._attempt:
+            if i < len(self._held):
+                chunk = self._held[i]
+            else:
+                chunk = await anext(self._asource, None)
+                if chunk is None:
+                    return
+                self._hold(chunk)
+            i += 1
+            yield chunk
+
 
 class _Answer:
     """What both responses know once chunks arrive: the content type (first chunk), stdout
@@ -213,22 +293,33 @@ class StreamResponse(_Answer):
     """A streamed call's answer, as it arrives (``Algorithm.stream``). Read it once:
     ``chunks()``, ``save(path)`` or ``read()``; a typed error raises where it happened."""
 
-    def __init__(self, rpc: Any, failed: list[BaseException]) -> None:
+    def __init__(self, rpc: Any, failed: list[BaseException], again: Callable[[], Any] | None = None) -> None:
         self._rpc = rpc          # grpc's response iterator (it also sends the request)
         self._failed = failed    # what reading the source raised, if it did
+        self._again = again      # a direct stream: the same call through the ingress (None: cannot be)
+        self._answered = False   # a chunk of the answer came: the call is never sent again
         self._pending: bytes | None = None
         self._consumed = False
 
     def _next_raw(self) -> bytes | None:
         try:
-            return next(self._rpc)
+            raw = next(self._rpc)
+            self._answered = True
+            return raw
         except StopIteration:
             self._trailing = {k: v for k, v in (self._rpc.trailing_metadata() or ())}
             return None
-        except grpc.RpcError as exc:
-            if self._failed:  # the source failed, so grpc cancelled the call: say why
+        except (grpc.RpcError, AlgomeshError) as exc:  # (an in-process stream's errors are typed, _local.py)
+            if self._failed:  # the source failed, so the call was cancelled: say why
                 raise self._failed[0] from None
-            raise from_rpc_error(exc) from None
+            typed = exc if isinstance(exc, AlgomeshError) else from_rpc_error(exc)
+            again, self._again = self._again, None
+            if again is not None and not self._answered and went_away(typed):
+                rpc = again()  # that instance is gone before it saw the call: through the ingress
+                if rpc is not None:
+                    self._rpc = rpc
+                    return self._next_raw()
+            raise typed from None
 
     def _first(self) -> None:
         while self._ct is None:
@@ -290,20 +381,30 @@ class StreamResponse(_Answer):
 
 
 def start(multicallable: Callable[..., Any], source: Any, content_type: str | None, capture_stdout: bool,
-          metadata: Any, timeout: float) -> StreamResponse:
-    """Start a streamed call on a sync channel's ``Mesh/CallStream``."""
+          metadata: Any, timeout: float, fallback: Fallback | None = None) -> StreamResponse:
+    """Start a streamed call on a sync channel's ``Mesh/CallStream`` (``fallback``: a
+    direct one's way through the ingress, see ``Replay``)."""
     failed: list[BaseException] = []
     check_source(source, content_type)
     chunks = request_chunks(source, content_type, capture_stdout)
+    replay = Replay(chunks) if fallback is not None else None
 
-    def requests() -> Iterator[bytes]:
+    def requests(chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
             yield from chunks
         except Exception as exc:  # grpc only logs it and cancels: keep it for the reader
             failed.append(exc)
             raise
 
-    return StreamResponse(multicallable(requests(), metadata=metadata, timeout=timeout), failed)
+    def again() -> Any:
+        if replay is None or fallback is None or not replay.whole:
+            return None
+        fallback.forget()
+        return fallback.multicallable(requests(replay.view()), metadata=fallback.metadata, timeout=timeout)
+
+    first = requests(replay.view() if replay is not None else chunks)
+    return StreamResponse(multicallable(first, metadata=metadata, timeout=timeout), failed,
+                          again if replay is not None else None)
 
 
 class AsyncStreamResponse(_Answer):
@@ -311,41 +412,66 @@ class AsyncStreamResponse(_Answer):
     ``await answer.save(path)``, ``await answer.read()``."""
 
     def __init__(self, multicallable: Callable[..., Any], source: Any, content_type: str | None,
-                 capture_stdout: bool, metadata: Any, timeout: float) -> None:
+                 capture_stdout: bool, metadata: Any, timeout: float, fallback: Fallback | None = None) -> None:
         check_source(source, content_type)
         self._rpc = multicallable(metadata=metadata, timeout=timeout)
         self._failed: BaseException | None = None
         self._consumed = False
-        self._sender = asyncio.ensure_future(self._send(arequest_chunks(source, content_type, capture_stdout)))
+        self._timeout, self._fallback = timeout, fallback  # fallback: a direct stream's way through the ingress
+        chunks = arequest_chunks(source, content_type, capture_stdout)
+        self._replay = AsyncReplay(chunks) if fallback is not None else None
+        self._sender = asyncio.ensure_future(self._send(self._rpc, chunks if self._replay is None
+                                                        else self._replay.aview()))
 
-    async def _send(self, chunks: AsyncIterator[bytes]) -> None:
+    async def _send(self, rpc: Any, chunks: AsyncIterator[bytes]) -> None:
         try:
             async for chunk in chunks:
-                if not await write_chunk(self._rpc, chunk):
+                if not await write_chunk(rpc, chunk):
                     return  # the call ended: reading the answer says how
-            await self._rpc.done_writing()
+            await rpc.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the call ended: reading the answer says how
         except Exception as exc:
             self._failed = exc
-            self._rpc.cancel()
+            rpc.cancel()
+
+    async def _again(self) -> bool:
+        """A direct stream whose instance went away before it saw the call: send it again
+        through the ingress, from its first chunk (False: it cannot be, see ``Replay``)."""
+        fallback, self._fallback = self._fallback, None
+        if fallback is None or self._replay is None or not self._replay.whole:
+            return False
+        fallback.forget()
+        await self._sender  # ended with its call: it holds every chunk it read
+        if not self._replay.whole or self._failed is not None:
+            return False
+        self._rpc = fallback.multicallable(metadata=fallback.metadata, timeout=self._timeout)
+        self._sender = asyncio.ensure_future(self._send(self._rpc, self._replay.aview()))
+        return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._consumed:
             raise RuntimeError("a stream's answer can be read once")
         self._consumed = True
+        answered = False  # a chunk of the answer came: the call is never sent again
         try:
             while True:
                 try:
                     raw = await self._rpc.read()
-                except grpc.RpcError as exc:
-                    raise self._failed or from_rpc_error(exc) from None
+                except (grpc.RpcError, AlgomeshError) as exc:  # (in-process: typed already, _local.py)
+                    if self._failed is not None:
+                        raise self._failed from None
+                    typed = exc if isinstance(exc, AlgomeshError) else from_rpc_error(exc)
+                    if not answered and went_away(typed) and await self._again():
+                        continue
+                    raise typed from None
                 except asyncio.CancelledError:
                     if self._failed is not None:  # we cancelled it: the source failed
                         raise self._failed from None
                     raise
                 if raw is grpc.aio.EOF:
                     break
+                answered = True
                 data = self._take(raw)
                 if data:
                     yield data

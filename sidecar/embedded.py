@@ -28,6 +28,7 @@ from algomesh._errors import AlgomeshError, from_status
 
 from .server import read_call
 from .stack import Call, Handler, Reply
+from .streaming import Chunks
 
 log = logging.getLogger("algomesh.embedded")
 
@@ -119,6 +120,16 @@ def local_pipes(pipes: Handler):
                                       surface="outbound"))
         return reply.body, list(reply.trailing)
     return pipe
+
+
+def local_streams(pipes: Handler):
+    """The same for a streamed pipe: its request chunks from ``source``, its answer's to
+    ``write`` (sdk/_local.py's queues), through the outbound stack; its trailers back."""
+    async def stream(source, write, metadata: tuple, timeout: float) -> list:
+        reply = await pipes(read_call(b"", metadata, timeout if timeout and timeout > 0 else None,
+                                      surface="outbound", stream=Chunks(source, write)))
+        return list(reply.trailing)
+    return stream
 
 
 def _typed(abort: _Abort) -> AlgomeshError:

@@ -106,8 +106,9 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event, creds: MeshCredentials 
     outbound.add_generic_rpc_handlers((mesh_handler(pipes, surface="outbound"),))
     if cfg.isolation == "shared":  # the algorithm's own pipes reach the stack in-process (sdk/_local.py)
         from algomesh import _local
-        from .embedded import local_pipes
-        _local.install(f"unix://{cfg.outbound_socket}", local_pipes(pipes), asyncio.get_running_loop())
+        from .embedded import local_pipes, local_streams
+        _local.install(f"unix://{cfg.outbound_socket}", local_pipes(pipes), asyncio.get_running_loop(),
+                       local_streams(pipes))
     outbound.add_generic_rpc_handlers((data_proxy(registry_channel, contexts),))  # data:// for the algorithm
     outbound.add_insecure_port(f"unix://{cfg.outbound_socket}")
 

@@ -57,7 +57,9 @@ RATIOS = {"mesh1.hop_latency", "mesh1.hop_cpu", "mesh1.sidecar_rss_idle", "mesh1
           "mesh3.hop_latency", "mesh3.hop_cpu", "mesh3.sidecar_rss_idle", "mesh3.sidecar_rss_load",
           "mesh3.throughput_vs_ray", "mesh3.p50_vs_ray", "mesh3.throughput_vs_abc",
           "mesh3_stream.stream_throughput", "mesh3_stream.stream_rss_growth",
-          "mesh3_async_stream.stream_throughput", "mesh3_async_stream.stream_rss_growth"}
+          "mesh3_async_stream.stream_throughput", "mesh3_async_stream.stream_rss_growth",
+          "mesh3_shared_direct_stream.stream_throughput", "mesh3_async_shared_direct_stream.stream_throughput",
+          "mesh3_async_shared_direct_stream.stream_rss_growth"}
 
 
 @pytest.mark.timeout(300)
@@ -99,11 +101,15 @@ def test_side_by_side_benchmark_smoke(tmp_path):
         assert doc["skipped"][key] == "--smoke"
         assert f"{key:<44} skipped: --smoke" in out.stdout
 
-    # the stream went through the pipeline and a bare chain of as many processes
-    assert set(doc["streams"]) == {"mesh3_stream", "mesh3_async_stream", "bare7_stream"}
+    # the streams went through the pipelines and bare chains of as many processes; straight
+    # to the first shared stage (direct), the control plane is off the stream's path
+    processes = {"mesh3_stream": 7, "mesh3_async_stream": 7, "bare7_stream": 7,
+                 "mesh3_shared_direct_stream": 4, "mesh3_async_shared_direct_stream": 4, "bare3_stream": 3}
+    assert set(doc["streams"]) == set(processes)
     for key, s in doc["streams"].items():
         assert s["mib"] == 8 and s["mib_per_s"] > 0, key
-        assert "client" in s["rss_growth_mib"] and len(s["rss_growth_mib"]) == 8, key
+        assert "client" in s["rss_growth_mib"] and len(s["rss_growth_mib"]) == processes[key] + 1, key
+    assert "control plane (off the path)" in doc["streams"]["mesh3_shared_direct_stream"]["rss_growth_mib"]
 
     ratios = {r["name"]: r for r in doc["ratios"]}
     assert RATIOS <= set(ratios)

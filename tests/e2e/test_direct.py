@@ -16,6 +16,8 @@ import algomesh
 from tests.conftest import descendants, stored_trace, write_algorithm
 
 ECHO = "import os\ndef apply(x):\n    return {'x': x, 'pid': os.getpid()}\n"
+ROT = "TABLE = bytes((i + 1) % 256 for i in range(256))\ndef apply(stream):\n    for chunk in stream:\n        yield chunk.translate(TABLE)\n"
+TABLE = bytes((i + 1) % 256 for i in range(256))
 PIPE = "import algomesh\ndef apply(x):\n    return algomesh.client().algo('dir/echo').pipe(x).result\n"
 
 
@@ -25,6 +27,7 @@ def published(mesh, tmp_path_factory):
     mesh.publish(write_algorithm(d / "echo", "dir/echo", "1.0.0", ECHO))
     mesh.publish(write_algorithm(d / "pipe", "dir/pipe", "1.0.0", PIPE,
                                  extra_toml='[permissions]\ncan_call = ["dir/echo"]\n'))
+    mesh.publish(write_algorithm(d / "rot", "dir/rot", "1.0.0", ROT))
     mesh.publish(write_algorithm(d / "secret", "dir/secret", "1.0.0", ECHO,
                                  extra_toml='[permissions]\ncallability = "private"\n'))
 
@@ -44,6 +47,19 @@ def routed(client, ref: str, timeout: float = 15.0) -> None:
         client.algo(ref).pipe("warm").result
         assert time.monotonic() < deadline, f"no route to {ref}"
         time.sleep(0.05)
+
+
+def stream_routed(client, ref: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client._routes.lookup(algomesh._refs.parse_target(ref), stream=True) is None:
+        client.algo(ref).stream(b"warm").read()
+        assert time.monotonic() < deadline, f"no route to {ref}"
+        time.sleep(0.05)
+
+
+def sidecars_of(mesh, name: str) -> list[int]:
+    return [p for p in descendants(mesh.process.pid)
+            if name in open(f"/proc/{p}/cmdline").read() and "algomesh.sidecar" in open(f"/proc/{p}/cmdline").read()]
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +141,7 @@ def test_a_killed_instance_costs_no_call(mesh, client, direct):
     algo = direct.algo("dir/echo")
     pids = {algo.pipe(i).result["pid"] for i in range(40)}
     assert len(pids) == 2, "direct calls did not spread over the two instances"
-    victim = next(p for p in descendants(mesh.process.pid)
-                  if "dir/echo" in open(f"/proc/{p}/cmdline").read() and "algomesh.sidecar" in open(f"/proc/{p}/cmdline").read())
-    os.killpg(victim, signal.SIGKILL)
+    os.killpg(sidecars_of(mesh, "dir/echo")[0], signal.SIGKILL)
     results = [algo.pipe(i) for i in range(40)]
     assert [r.result["x"] for r in results] == list(range(40))  # none lost: resent through the ingress
 
@@ -161,3 +175,73 @@ def test_answers_carry_their_own_trailers_only(direct):
     algo = direct.algo("dir/pipe")
     ids = [algo.pipe(i).metadata.trace_id for i in range(150)]
     assert len(set(ids)) == 150
+
+
+def test_streams_skip_the_ingress_once_routed(mesh, direct):
+    stream_routed(direct, "dir/rot")
+    before = ingress_calls(mesh, "dir/rot")
+    data = os.urandom(3 << 20)
+    answer = direct.algo("dir/rot").stream(data)
+    assert answer.read() == data.translate(TABLE)
+    assert (answer.metadata.algorithm, answer.metadata.version) == ("dir/rot", "1.0.0")
+    assert ingress_calls(mesh, "dir/rot") == before, "the direct stream went through the ingress"
+
+
+def test_the_async_client_streams_straight_too(mesh):
+    import asyncio
+
+    async def main():
+        async with algomesh.async_client(mesh.api_key, mesh.address, direct=True) as c:
+            deadline = time.monotonic() + 15
+            while c._routes.lookup(algomesh._refs.parse_target("dir/rot"), stream=True) is None:
+                await c.algo("dir/rot").stream(b"warm").read()
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            before = ingress_calls(mesh, "dir/rot")
+            data = os.urandom(3 << 20)
+            # read together: an answer not read holds its instance (a stream's backpressure)
+            answers = await asyncio.gather(*(c.algo("dir/rot").stream(data).read() for _ in range(3)))
+            assert answers == [data.translate(TABLE)] * 3
+            assert ingress_calls(mesh, "dir/rot") == before
+
+    asyncio.run(main())
+
+
+def test_a_stream_whose_instance_is_gone_is_sent_again_through_the_ingress(mesh, direct):
+    # Every instance the route names is killed: the direct attempt fails before its
+    # instance saw the call, and the stream goes again through the ingress (which starts a
+    # new one) from its first chunk. The source is a generator (it cannot be read twice) of
+    # far more than a direct stream holds: only its first chunks had been read by then.
+    stream_routed(direct, "dir/rot")
+    for pid in sidecars_of(mesh, "dir/rot"):
+        os.killpg(pid, signal.SIGKILL)
+    before = ingress_calls(mesh, "dir/rot")
+    data = os.urandom(8 << 20)
+    pieces = (data[i:i + (64 << 10)] for i in range(0, len(data), 64 << 10))
+    assert direct.algo("dir/rot").stream(pieces).read() == data.translate(TABLE)
+    assert ingress_calls(mesh, "dir/rot") == before + 1, "it was not sent again through the ingress"
+
+
+def test_the_async_client_sends_a_stream_again_through_the_ingress_too(mesh):
+    import asyncio
+
+    async def main():
+        async with algomesh.async_client(mesh.api_key, mesh.address, direct=True) as c:
+            deadline = time.monotonic() + 15
+            while c._routes.lookup(algomesh._refs.parse_target("dir/rot"), stream=True) is None:
+                await c.algo("dir/rot").stream(b"warm").read()
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            for pid in sidecars_of(mesh, "dir/rot"):
+                os.killpg(pid, signal.SIGKILL)
+            before = ingress_calls(mesh, "dir/rot")
+            data = os.urandom(8 << 20)
+
+            async def pieces():
+                for i in range(0, len(data), 64 << 10):
+                    yield data[i:i + (64 << 10)]
+
+            assert await asyncio.wait_for(c.algo("dir/rot").stream(pieces()).read(), 60) == data.translate(TABLE)
+            assert ingress_calls(mesh, "dir/rot") == before + 1, "it was not sent again through the ingress"
+
+    asyncio.run(main())

@@ -67,6 +67,38 @@ def apply(stream):
     return algomesh.client().algo("emb/srot").stream(chunk.translate(TABLE) for chunk in stream)
 """
 
+# the same from an async apply, with the async client
+ASRELAY = """\
+import algomesh
+async def apply(stream):
+    answer = algomesh.async_client().algo("emb/srot").stream(stream)
+    async def out():
+        async for chunk in answer.chunks():
+            yield chunk
+    return out()
+"""
+
+# streams on a source that gives out after two chunks
+SBADSRC = """\
+import algomesh
+def apply(stream):
+    def source():
+        for i, chunk in enumerate(stream):
+            if i == 2:
+                raise KeyError("the source gave out")
+            yield chunk
+    return algomesh.client().algo("emb/srot").stream(source())
+"""
+
+# what carries a streamed pipe from inside the algorithm, blocking and async
+SVIA = """\
+import algomesh
+async def apply(x):
+    c = algomesh.async_client()
+    c._stub()
+    return {"sync": type(algomesh.client()._call_stream).__name__, "async": type(c._stream_multicallable).__name__}
+"""
+
 ASYNC = """\
 import algomesh
 async def apply(x):
@@ -91,6 +123,10 @@ def published(mesh, tmp_path_factory):
     mesh.publish(write_algorithm(d / "supper", "emb/supper", "1.0.0", SUPPER, extra_toml=SHARED))
     mesh.publish(write_algorithm(d / "srelay", "emb/srelay", "1.0.0", SRELAY,
                                  extra_toml=SHARED + '[permissions]\ncan_call = ["emb/srot"]\n'))
+    for name, code in (("asrelay", ASRELAY), ("sbadsrc", SBADSRC)):
+        mesh.publish(write_algorithm(d / name, f"emb/{name}", "1.0.0", code,
+                                     extra_toml=SHARED + '[permissions]\ncan_call = ["emb/srot"]\n'))
+    mesh.publish(write_algorithm(d / "svia", "emb/svia", "1.0.0", SVIA, extra_toml=SHARED))
 
 
 def _cmdline(pid: int) -> str:
@@ -143,6 +179,25 @@ def test_it_streams_both_ways_and_on_to_another_algorithm(client):
     # an async one with `async for`, and one that streams on to emb/srot from inside apply
     assert client.algo("emb/supper").stream(b"abc" * 1000).read() == b"ABC" * 1000
     assert client.algo("emb/srelay").stream(b"\x00\x01" * 5000).read() == b"\x02\x03" * 5000
+
+
+def test_its_streamed_pipes_reach_its_sidecar_in_process_too(client):
+    assert client.algo("emb/svia").pipe(None).result == {"sync": "LocalStream", "async": "AioLocalStream"}
+    data = bytes(range(256)) * (12 * 1024)  # 3 MiB, 12 chunks each way through the stack's queues
+    twice = data.translate(bytes((i + 2) % 256 for i in range(256)))
+    assert client.algo("emb/srelay").stream(data).read() == twice
+    assert client.algo("emb/asrelay").stream(data).read() == data.translate(bytes((i + 1) % 256 for i in range(256)))
+    # the callee's error mid-stream reaches the caller typed, through either relay
+    for relay, boom in (("emb/srelay", b"annl"), ("emb/asrelay", b"boom")):  # (srelay adds 1 first)
+        with pytest.raises(algomesh.AlgorithmError) as e:
+            client.algo(relay).stream(boom + b"x" * 100).read()
+        assert "no boom" in e.value.message, relay
+        assert client.algo(relay).stream(b"\x00").read()[-1:] in (b"\x01", b"\x02"), relay
+    # a source that fails mid-stream ends the pipe with its own error, and the next call works
+    with pytest.raises(algomesh.AlgorithmError) as e:
+        client.algo("emb/sbadsrc").stream(data).read()
+    assert "the source gave out" in e.value.message and "KeyError" in e.value.stacktrace
+    assert client.algo("emb/sbadsrc").stream(b"\x00\x01").read() == b"\x01\x02"
 
 
 def test_a_failing_stream_is_typed_and_the_next_one_works(client):

@@ -13,7 +13,7 @@ import pytest
 
 from algomesh import Stream
 from algomesh._errors import AlgomeshError, error, from_rpc_error, to_status
-from algomesh._stream import CHUNK_BYTES, check_source, request_chunks
+from algomesh._stream import CHUNK_BYTES, AsyncReplay, Replay, check_source, request_chunks
 from algomesh._wire import CHANNEL_OPTIONS
 from algomesh.sidecar.limits import payload_limit
 from algomesh.sidecar.route import Directory, Location, Router
@@ -186,6 +186,35 @@ def test_rewind_only_while_nothing_past_the_first_chunk_went():
         await answered.__anext__()
         await answered.write(b"x")
         assert not answered.rewind()
+
+    asyncio.run(main())
+
+
+def test_a_direct_streams_replay_sends_what_it_holds_again_then_the_rest():
+    # the SDK's side of the same idea (sdk/_stream.py): a direct stream whose instance went
+    # away is sent again through the ingress, from its first chunk, while it holds them all
+    parts = [bytes([i]) * 100 for i in range(6)]
+    replay = Replay(iter(parts), limit=350)
+    first = replay.view()
+    assert [next(first), next(first)] == parts[:2]
+    again = replay.view()                        # the first attempt failed: from the start
+    assert list(again) == parts and replay.whole is False  # 600 bytes read: no longer held
+    assert list(first) == []                     # the earlier attempt sends nothing more
+
+    held = Replay(iter(parts[:3]), limit=350)
+    assert list(held.view()) == parts[:3] and held.whole
+    assert list(held.view()) == parts[:3]        # all of it, again
+
+    async def main():
+        async def source():
+            for p in parts:
+                yield p
+
+        areplay = AsyncReplay(source(), limit=10_000)
+        first = areplay.aview()
+        assert [await anext(first), await anext(first)] == parts[:2]
+        assert [c async for c in areplay.aview()] == parts and areplay.whole
+        assert [c async for c in first] == []
 
     asyncio.run(main())
 
