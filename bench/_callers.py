@@ -24,8 +24,6 @@ import time
 import zlib
 from typing import Any, AsyncIterator
 
-import grpc
-
 from algomesh.v1 import payload_pb2
 
 PAYLOAD = bytes(range(100))
@@ -33,7 +31,6 @@ TIMEOUT = 30.0
 CHUNK = 256 * 1024
 CALL_PATH = "/algomesh.v1.Mesh/Call"
 CALL_STREAM_PATH = "/algomesh.v1.Mesh/CallStream"
-CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
 
 
 class WrongAnswer(RuntimeError):
@@ -186,8 +183,10 @@ def _verify(what: str, size: int, got: int, crc: int, src: _Source) -> None:
         raise WrongAnswer(f"{what}: streamed back {got} of {size} bytes, CRC-32 {crc:08x} (sent {src.crc:08x})")
 
 
-async def bare_stream(address: str, size: int, timeout: float = 300.0) -> None:
-    """``size`` bytes through a bare chain's ``CallStream`` and back."""
+async def bare_stream(address: str, size: int, timeout: float = 300.0, tls: dict | None = None) -> None:
+    """``size`` bytes through a bare chain's ``CallStream`` and back (``tls``: a chain with mTLS)."""
+    from bench._bare import channel
+
     src = _Source(size)
 
     async def requests() -> AsyncIterator[bytes]:
@@ -197,8 +196,8 @@ async def bare_stream(address: str, size: int, timeout: float = 300.0) -> None:
                 chunk.content_type = payload_pb2.CONTENT_TYPE_BINARY
             yield chunk.SerializeToString()
 
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        call = channel.stream_stream(CALL_STREAM_PATH)(requests(), timeout=timeout)
+    async with channel(address, tls) as chan:
+        call = chan.stream_stream(CALL_STREAM_PATH)(requests(), timeout=timeout)
         got, crc = 0, 0
         async for raw in call:
             data = payload_pb2.CallChunk.FromString(raw).data

@@ -13,7 +13,8 @@ fastest" is, strictly, its best throughput and its best p50 over every Ray path 
 The floor with mutual TLS (``bare_tls``: the A->B->C chain with the mesh's transport
 security on every hop, nothing else) gets the same per-hop and Ray ratios, without a
 target: they say how much of each target mTLS alone takes, since algomesh keeps it on.
-Each three-stage path is also set against it (throughput and p50, no target).
+Each three-stage path is also set against it (throughput and p50, no target), and so
+is each stream through three processes (the floor streams with mTLS too).
 """
 from __future__ import annotations
 
@@ -121,6 +122,11 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
                               s["mib_per_s"] / bare["mib_per_s"],
                               note=f"{s['mib_per_s']:.0f} vs {bare['mib_per_s']:.0f} MiB/s ({s['processes']} processes)",
                               target="stream_throughput"))
+        tls = streams.get(f"bare_tls{s['processes']}_stream")
+        if tls:
+            out.append(_ratio(f"{key}.stream_throughput_vs_tls", f"{key}: MiB/s / bare streaming's with mTLS",
+                              s["mib_per_s"] / tls["mib_per_s"],
+                              note=f"{s['mib_per_s']:.0f} vs {tls['mib_per_s']:.0f} MiB/s (no target)"))
         worst = max(s["rss_growth_mib"], key=s["rss_growth_mib"].get)
         out.append(_ratio(f"{key}.stream_rss_growth", f"{key}: largest RSS growth of a process",
                           s["max_rss_growth_mib"], "MiB", note=worst, target="stream_rss_growth"))

@@ -269,6 +269,11 @@ class Run:
                     self.streams.append(StreamProbe(
                         f"bare{n}_stream", f"bare chain, {n} processes, streamed",
                         lambda size, addr=bare[n - 1]: _callers.bare_stream(addr, size), bare_procs(n), n))
+                if n == ABC_PROCESSES and not any(s.key == f"bare_tls{n}_stream" for s in self.streams):
+                    self.streams.append(StreamProbe(  # the floor with mTLS, as for calls (no target)
+                        f"bare_tls{n}_stream", f"bare chain, {n} processes, mTLS, streamed",
+                        lambda size, addr=self.bare_tls[n - 1]: _callers.bare_stream(addr, size, tls=self.tls),
+                        bare_procs(n, "bare-tls"), n))
         for path in RAY_PATHS:
             agent = self.agents.get(path.config)
             if path.key in self.skipped or agent is None or not hasattr(agent, "http"):

@@ -104,7 +104,8 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     # the streams went through the pipelines and bare chains of as many processes; straight
     # to the first shared stage (direct), the control plane is off the stream's path
     processes = {"mesh3_stream": 7, "mesh3_async_stream": 7, "bare7_stream": 7,
-                 "mesh3_shared_direct_stream": 4, "mesh3_async_shared_direct_stream": 4, "bare3_stream": 3}
+                 "mesh3_shared_direct_stream": 4, "mesh3_async_shared_direct_stream": 4, "bare3_stream": 3,
+                 "bare_tls3_stream": 3}
     assert set(doc["streams"]) == set(processes)
     for key, s in doc["streams"].items():
         assert s["mib"] == 8 and s["mib_per_s"] > 0, key
@@ -118,7 +119,7 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert ratios["mesh3.throughput_vs_ray"]["value"] is None and ratios["mesh3.throughput_vs_ray"]["met"] is None
     # the mTLS floor's own per-hop figures, and each three-stage path against it: no target
     for name in ("bare_tls3.hop_latency", "bare_tls3.hop_cpu", "mesh3_async_shared_direct.throughput_vs_abc_tls",
-                 "mesh3_async_shared_direct.p50_vs_abc_tls"):
+                 "mesh3_async_shared_direct.p50_vs_abc_tls", "mesh3_async_shared_direct_stream.stream_throughput_vs_tls"):
         assert math.isfinite(ratios[name]["value"]) and ratios[name]["value"] > 0, name
         assert ratios[name]["target"] is None and ratios[name]["met"] is None, name
 
