@@ -47,6 +47,20 @@ def stream_for_address(address: str) -> tuple[StreamHandler, asyncio.AbstractEve
     return None
 
 
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this code runs on ``loop`` (the sidecar's: an async apply)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _not_on(loop: asyncio.AbstractEventLoop, what: str) -> None:
+    if _on(loop):
+        raise RuntimeError(f"a blocking {what} on the sidecar's own event loop would never finish: "
+                           "use algomesh.async_client() in an async apply")
+
+
 class LocalFuture:
     """What ``Algorithm._start`` needs of a ``grpc.Future``; errors are typed already."""
 
@@ -70,13 +84,7 @@ class LocalUnary:
         self._handler, self._loop = handler, loop
 
     def future(self, body: bytes, metadata: tuple = (), timeout: float | None = None) -> LocalFuture:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            raise RuntimeError("a blocking pipe on the sidecar's own event loop would never finish: "
-                               "use algomesh.async_client() in an async apply")
+        _not_on(self._loop, "pipe")
         return LocalFuture(asyncio.run_coroutine_threadsafe(
             self._handler(body, tuple(metadata or ()), timeout or 0.0), self._loop))
 
@@ -90,10 +98,7 @@ class LocalCall:
     def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, body: bytes, metadata: tuple,
                  timeout: float) -> None:
         coro = handler(body, metadata, timeout)
-        try:
-            same = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same = False
+        same = _on(loop)
         self._coro: Any = coro if same else None
         self._task: Any = None if same else asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
         self._result: tuple[bytes, list] | None = None
@@ -208,11 +213,7 @@ class AioLocalStream:
         self._handler, self._loop, self._grpc = handler, loop, grpc_stream
 
     def __call__(self, metadata: tuple = (), timeout: float | None = None) -> Any:
-        try:
-            same = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            same = False
-        if not same:
+        if not _on(self._loop):
             return self._grpc(metadata=metadata, timeout=timeout)
         return LocalStreamCall(self._handler, tuple(metadata or ()), timeout or 0.0)
 
@@ -272,11 +273,5 @@ class LocalStream:
         self._handler, self._loop = handler, loop
 
     def __call__(self, requests: Iterator[bytes], metadata: tuple = (), timeout: float | None = None) -> Any:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            raise RuntimeError("a blocking stream on the sidecar's own event loop would never finish: "
-                               "use algomesh.async_client() in an async apply")
+        _not_on(self._loop, "stream")
         return LocalBlockingStream(self._handler, self._loop, requests, tuple(metadata or ()), timeout or 0.0)

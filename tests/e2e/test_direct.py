@@ -57,6 +57,16 @@ def stream_routed(client, ref: str, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+async def astream_routed(client, ref: str, timeout: float = 15.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while client._routes.lookup(algomesh._refs.parse_target(ref), stream=True) is None:
+        await client.algo(ref).stream(b"warm").read()
+        assert time.monotonic() < deadline, f"no route to {ref}"
+        await asyncio.sleep(0.05)
+
+
 def sidecars_of(mesh, name: str) -> list[int]:
     return [p for p in descendants(mesh.process.pid)
             if name in open(f"/proc/{p}/cmdline").read() and "algomesh.sidecar" in open(f"/proc/{p}/cmdline").read()]
@@ -192,11 +202,7 @@ def test_the_async_client_streams_straight_too(mesh):
 
     async def main():
         async with algomesh.async_client(mesh.api_key, mesh.address, direct=True) as c:
-            deadline = time.monotonic() + 15
-            while c._routes.lookup(algomesh._refs.parse_target("dir/rot"), stream=True) is None:
-                await c.algo("dir/rot").stream(b"warm").read()
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await astream_routed(c, "dir/rot")
             before = ingress_calls(mesh, "dir/rot")
             data = os.urandom(3 << 20)
             # read together: an answer not read holds its instance (a stream's backpressure)
@@ -227,11 +233,7 @@ def test_the_async_client_sends_a_stream_again_through_the_ingress_too(mesh):
 
     async def main():
         async with algomesh.async_client(mesh.api_key, mesh.address, direct=True) as c:
-            deadline = time.monotonic() + 15
-            while c._routes.lookup(algomesh._refs.parse_target("dir/rot"), stream=True) is None:
-                await c.algo("dir/rot").stream(b"warm").read()
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await astream_routed(c, "dir/rot")
             for pid in sidecars_of(mesh, "dir/rot"):
                 os.killpg(pid, signal.SIGKILL)
             before = ingress_calls(mesh, "dir/rot")
