@@ -320,7 +320,9 @@ def test_containers_run_with_expanded_env_downward_api_and_local_volumes(kube, a
     core.create_namespaced_secret(NS, {"metadata": {"name": "sec"}, "stringData": {"key": "s3cret"}})
     (kube.claims["data"] / "sub").mkdir()
     (kube.claims["data"] / "sub" / "file").write_text("from the claim")
-    writer = ("import os,time; open('/shared/w','w').write(os.environ['WHO']); time.sleep(60)")
+    # written whole, then renamed: the reader waits for the name, and must not read it half-written
+    writer = ("import os,time; open('/shared/w.tmp','w').write(os.environ['WHO']); "
+              "os.rename('/shared/w.tmp', '/shared/w'); time.sleep(60)")
     reader = ("import os,sys,time\n"
               "while not os.path.exists('/shared/w'): time.sleep(0.05)\n"
               "print(sys.argv[1:], os.environ['COMBO'], open('/shared/w').read(), open('/sec/key').read(),"
