@@ -150,6 +150,7 @@ class LocalStreamCall:
         self.trailing: list = []
         self._error: BaseException | None = None
         self._writing = True
+        self._ended = False
         self.feeder: asyncio.Future | None = None  # LocalBlockingStream's: what feeds it the request
         self._task = asyncio.ensure_future(self._run(handler, metadata, timeout))
 
@@ -164,7 +165,9 @@ class LocalStreamCall:
             self._error = exc
         except Exception as exc:  # the stack rescues everything it runs: a bug of ours
             self._error = error("INTERNAL", f"in-process stream failed: {exc!r}")
-        await self._answers.put(_END)
+        self._ended = True  # never waits for a reader: an answer nobody reads cannot hold this task
+        if self._answers.empty():
+            self._answers.put_nowait(_END)
 
     async def write(self, chunk: bytes) -> None:
         if self._task.done() or not self._writing:
@@ -185,6 +188,8 @@ class LocalStreamCall:
             if self._error is not None:
                 raise self._error
             return grpc.aio.EOF
+        if self._ended and self._answers.empty():  # that was the last chunk: the end follows it
+            self._answers.put_nowait(_END)
         return item
 
     async def trailing_metadata(self) -> list:

@@ -219,6 +219,29 @@ def test_a_direct_streams_replay_sends_what_it_holds_again_then_the_rest():
     asyncio.run(main())
 
 
+def test_an_in_process_stream_ends_even_while_its_answer_is_unread():
+    # sdk/_local.py: a shared algorithm's streamed pipe. The stack below ends (here: its
+    # deadline) with a chunk still unread: the call is over at once, not when someone reads,
+    # and a reader later gets that chunk, then the stack's typed error.
+    from algomesh._local import LocalStreamCall
+
+    async def stack(source, write, metadata, timeout):
+        await write(b"first")
+        raise error("DEADLINE_EXCEEDED", "the pipe's deadline passed")
+
+    async def main():
+        call = LocalStreamCall(stack, (), 1.0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert call.done()
+        assert await call.read() == b"first"
+        with pytest.raises(AlgomeshError) as e:
+            await call.read()
+        assert e.value.reason == "DEADLINE_EXCEEDED"
+
+    asyncio.run(main())
+
+
 def _chunks(raw: list[bytes]) -> list[payload_pb2.CallChunk]:
     return [payload_pb2.CallChunk.FromString(r) for r in raw]
 
