@@ -125,6 +125,9 @@ class _Framer:
 def request_chunks(source: Any, content_type: str | None, capture_stdout: bool) -> Iterator[bytes]:
     """Serialized request chunks for ``source`` (see ``_Framer``)."""
     framer = _Framer(content_type, capture_stdout)
+    if isinstance(source, Stream) and (passed := source._passed(framer)) is not None:
+        yield from passed  # an algorithm passing its input on: its chunks go on as they came
+        return
     pieces, implied = _pieces(source)
     for piece in pieces:
         yield from framer.feed(piece, implied)
@@ -136,6 +139,10 @@ async def arequest_chunks(source: Any, content_type: str | None, capture_stdout:
     a file is read in a worker thread, so the event loop never waits on a disk."""
     if hasattr(source, "__aiter__"):
         framer = _Framer(content_type, capture_stdout)
+        if isinstance(source, Stream) and (passed := source._apassed(framer)) is not None:
+            async for chunk in passed:  # an algorithm passing its input on: as they came
+                yield chunk
+            return
         async for piece in source:
             # an answer passed on knows its content type once its first chunk came
             for chunk in framer.feed(piece, _BY_NAME.get(getattr(source, "content_type", None) or "")):
@@ -293,8 +300,10 @@ class StreamResponse(_Answer):
     """A streamed call's answer, as it arrives (``Algorithm.stream``). Read it once:
     ``chunks()``, ``save(path)`` or ``read()``; a typed error raises where it happened."""
 
-    def __init__(self, rpc: Any, failed: list[BaseException], again: Callable[[], Any] | None = None) -> None:
+    def __init__(self, rpc: Any, failed: list[BaseException], again: Callable[[], Any] | None = None,
+                 stdout: bool = False) -> None:
         self._rpc = rpc          # grpc's response iterator (it also sends the request)
+        self._asked_stdout = stdout  # the call asked for the algorithm's printing
         self._failed = failed    # what reading the source raised, if it did
         self._again = again      # a direct stream: the same call through the ingress (None: cannot be)
         self._answered = False   # a chunk of the answer came: the call is never sent again
@@ -349,6 +358,14 @@ class StreamResponse(_Answer):
 
     __iter__ = chunks
 
+    def _passing(self) -> Iterator[bytes] | None:
+        """The answer's chunks as they came (serialized, undecoded), for a runner whose
+        algorithm answers with this call's answer; None if it cannot be passed on so: read
+        already, or carrying printing the call asked for (which is not the caller's)."""
+        if self._consumed or self._ct is not None or self._asked_stdout:
+            return None
+        self._consumed = True
+        return iter(self._next_raw, None)
     def read(self) -> bytes:
         """The whole answer in memory (only for answers known to be small)."""
         return b"".join(self.chunks())
@@ -404,7 +421,7 @@ def start(multicallable: Callable[..., Any], source: Any, content_type: str | No
 
     first = requests(replay.view() if replay is not None else chunks)
     return StreamResponse(multicallable(first, metadata=metadata, timeout=timeout), failed,
-                          again if replay is not None else None)
+                          again if replay is not None else None, capture_stdout)
 
 
 class AsyncStreamResponse(_Answer):
@@ -418,6 +435,7 @@ class AsyncStreamResponse(_Answer):
         self._failed: BaseException | None = None
         self._consumed = False
         self._timeout, self._fallback = timeout, fallback  # fallback: a direct stream's way through the ingress
+        self._asked_stdout = capture_stdout
         chunks = arequest_chunks(source, content_type, capture_stdout)
         self._replay = AsyncReplay(chunks) if fallback is not None else None
         self._sender = asyncio.ensure_future(self._send(self._rpc, chunks if self._replay is None
@@ -453,6 +471,23 @@ class AsyncStreamResponse(_Answer):
         if self._consumed:
             raise RuntimeError("a stream's answer can be read once")
         self._consumed = True
+        raws = self._raws()
+        try:
+            async for raw in raws:
+                data = self._take(raw)
+                if data:
+                    yield data
+        finally:
+            await raws.aclose()  # a reader that stops early ends the call now (_raws)
+
+    def _passing(self) -> AsyncIterator[bytes] | None:
+        """``StreamResponse._passing``: the answer's chunks as they came, or None."""
+        if self._consumed or self._asked_stdout:
+            return None
+        self._consumed = True
+        return self._raws()
+
+    async def _raws(self) -> AsyncIterator[bytes]:
         answered = False  # a chunk of the answer came: the call is never sent again
         try:
             while True:
@@ -472,9 +507,7 @@ class AsyncStreamResponse(_Answer):
                 if raw is grpc.aio.EOF:
                     break
                 answered = True
-                data = self._take(raw)
-                if data:
-                    yield data
+                yield raw
             self._trailing = {k: v for k, v in (await self._rpc.trailing_metadata() or ())}
         finally:
             if self._trailing is None:
@@ -513,12 +546,14 @@ class Stream(io.RawIOBase):
     is held at a time: the next is fetched when it is read."""
 
     def __init__(self, pull: Callable[[], bytes | None], content_type: str = "binary", *,
-                 apull: Callable[[], Any] | None = None) -> None:
+                 apull: Callable[[], Any] | None = None, first: bytes = b"",
+                 raw: Callable[[], bytes | None] | None = None, araw: Callable[[], Any] | None = None) -> None:
         super().__init__()
         self._pull = pull          # blocking: the next chunk's data, None at the end
         self._apull = apull        # a coroutine function doing the same, for async applies
+        self._raw, self._araw = raw, araw  # the same, but the chunk as it came (serialized), for passing it on
         self.content_type = content_type
-        self._buf = memoryview(b"")
+        self._buf = memoryview(first)  # the first chunk's data, which came with the call
         self._eof = False
 
     def readable(self) -> bool:
@@ -578,3 +613,36 @@ class Stream(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<algomesh.Stream {self.content_type}{' ended' if self._eof else ''}>"
+
+    def _passed(self, framer: "_Framer") -> Iterator[bytes] | None:
+        """The rest of this stream as request chunks for the next stage, passed on as they
+        came (never decoded, never re-framed) after a first one that ``framer`` makes of
+        what is buffered; None if this stream cannot be passed on so (see ``passed_on``)."""
+        if self._raw is None or self._eof:
+            return None
+        head, self._buf = bytes(self._buf), memoryview(b"")
+        implied = _BY_NAME.get(self.content_type, BINARY)
+
+        def chunks() -> Iterator[bytes]:
+            yield from framer.feed(head, implied)  # the first chunk, whatever head holds
+            while (raw := self._raw()) is not None:  # type: ignore[misc]
+                yield raw
+            self._eof = True
+
+        return chunks()
+
+    def _apassed(self, framer: "_Framer") -> AsyncIterator[bytes] | None:
+        """``_passed`` for an async apply."""
+        if self._araw is None or self._eof:
+            return None
+        head, self._buf = bytes(self._buf), memoryview(b"")
+        implied = _BY_NAME.get(self.content_type, BINARY)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in framer.feed(head, implied):  # the first chunk, whatever head holds
+                yield chunk
+            while (raw := await self._araw()) is not None:  # type: ignore[misc]
+                yield raw
+            self._eof = True
+
+        return chunks()

@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from algomesh._context import CALL_CONTEXT, forwarded
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import _BY_NAME, BINARY, TEXT, Payload, content_type_name, decode, encode
-from algomesh._stream import CHUNK_BYTES, Stream
+from algomesh._stream import CHUNK_BYTES, AsyncStreamResponse, Stream, StreamResponse
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
 
@@ -167,13 +167,16 @@ class _StreamCall:
     """One ApplyStream as the algorithm's thread sees it: the request's data chunk by chunk
     (``pull``, blocking; ``apull`` in an async apply) and ``send`` for the answer, both
     one chunk at a time over the runner's event loop, so nothing queues. Once the call is
-    over (answered, failed, cancelled) both raise, which ends an apply still at work."""
+    over (answered, failed, cancelled) both raise, which ends an apply still at work.
+
+    An algorithm that passes its input on to another stage, or answers with another
+    stage's answer, passes the chunks on as they came (``raw``/``araw``, ``send_raw``):
+    undecoded and not framed again; the stage that reads them checks them."""
 
     def __init__(self, requests: Any, context: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._requests = requests.__aiter__()
         self._context = context
         self._loop = loop
-        self._first: bytes | None = None
         self.kind: int | None = None   # the answer's content type, once its first chunk went
         self._started = False          # its first chunk (which names the content type) went
         self.closed = False
@@ -183,17 +186,15 @@ class _StreamCall:
         raw = await anext(self._requests, None)
         if raw is None:
             raise error("INVALID_INPUT", "an empty stream: the first chunk names the content type")
-        head = _chunk(raw)
-        self._first = head.data
-        return head
+        return _chunk(raw)
 
-    async def apull(self) -> bytes | None:
+    async def araw(self) -> bytes | None:
         if self.closed:
             raise RuntimeError("the streamed call is over")
-        if self._first is not None:
-            data, self._first = self._first, None
-            return data
-        raw = await anext(self._requests, None)
+        return await anext(self._requests, None)
+
+    async def apull(self) -> bytes | None:
+        raw = await self.araw()
         return None if raw is None else _chunk(raw).data
 
     async def send(self, data: bytes, kind: int) -> None:
@@ -212,6 +213,14 @@ class _StreamCall:
                 await self._context.write(payload_pb2.CallChunk(content_type=kind, data=part).SerializeToString())
             elif part:
                 await self._context.write(payload_pb2.CallChunk(data=part).SerializeToString())
+
+    async def send_raw(self, raw: bytes) -> None:
+        """One chunk of another stage's answer, passed on as it came (it names its content
+        type first, as this answer's first chunk must)."""
+        if self.closed:
+            raise RuntimeError("the streamed call is over")
+        self._started = True
+        await self._context.write(raw)
 
     async def finish(self, printed: str, duration: float) -> None:
         last = payload_pb2.CallChunk(stdout=printed, duration=duration)
@@ -239,8 +248,14 @@ class _StreamCall:
     def pull(self) -> bytes | None:
         return self._blocking(self.apull())
 
+    def raw(self) -> bytes | None:
+        return self._blocking(self.araw())
+
     def send_blocking(self, data: bytes, kind: int) -> None:
         self._blocking(self.send(data, kind))
+
+    def send_raw_blocking(self, raw: bytes) -> None:
+        self._blocking(self.send_raw(raw))
 
     def close(self) -> None:
         self.closed = True
@@ -307,7 +322,8 @@ class RunnerServicer:
             if not self._loaded:
                 raise error("INTERNAL", "ApplyStream before Load")
             head = await session.head()
-            stream = Stream(session.pull, content_type_name(head.content_type), apull=session.apull)
+            stream = Stream(session.pull, content_type_name(head.content_type), apull=session.apull,
+                            first=head.data, raw=session.raw, araw=session.araw)
             token = forwarded(context.invocation_metadata())
             t0 = time.perf_counter()
             if self.algorithm.is_async:
@@ -326,8 +342,14 @@ class RunnerServicer:
         try:
             with self.stdout.capture(capture) as buf:
                 try:
-                    for data, kind in _output(self.algorithm.apply(*self._args(stream))):
-                        session.send_blocking(data, kind)  # a generator's body runs here, in the call's context
+                    out = self.algorithm.apply(*self._args(stream))
+                    passing = out._passing() if isinstance(out, StreamResponse) else None
+                    if passing is not None:  # another stage's answer, passed on as it comes
+                        for raw in passing:
+                            session.send_raw_blocking(raw)
+                    else:
+                        for data, kind in _output(out):
+                            session.send_blocking(data, kind)  # a generator's body runs here, in the call's context
                 except Exception as exc:
                     raise _algorithm_error(exc, buf) from None
             return buf.getvalue() if buf is not None else ""
@@ -341,7 +363,11 @@ class RunnerServicer:
                 out = self.algorithm.apply(*self._args(stream))
                 if inspect.isawaitable(out):
                     out = await out
-                if hasattr(out, "__aiter__"):
+                passing = out._passing() if isinstance(out, AsyncStreamResponse) else None
+                if passing is not None:  # another stage's answer, passed on as it comes
+                    async for raw in passing:
+                        await session.send_raw(raw)
+                elif hasattr(out, "__aiter__"):
                     async for item in out:
                         await session.send(*_piece(item))
                 else:

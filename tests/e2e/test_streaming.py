@@ -47,6 +47,32 @@ def apply(stream):
         yield chunk.translate(TABLE)
 """
 
+# passes its stream on untouched and answers with the next stage's answer: the chunks go
+# on as they came both ways (sdk/_stream.py, runners/python/runner.py), its printing still its own
+PASS = """
+import algomesh
+
+client = algomesh.client()
+
+def apply(stream):
+    print("passing", stream.content_type)
+    return client.algo("{target}"){options}.stream(stream)
+"""
+
+# the same from an async apply, with the async client
+APASS = """
+import algomesh
+
+client = None
+
+async def apply(stream):
+    global client
+    client = client or algomesh.async_client()
+    return client.algo("{target}").stream(stream)
+"""
+
+CAN_CALL = '[permissions]\ncan_call = ["{}"]\n'
+
 # streams back what it reads, and fails once it has read 3 MiB
 HALF = """
 def apply(stream):
@@ -178,6 +204,12 @@ def published(mesh, tmp_path_factory):
         ("count", "st/count", COUNT, ""),
         ("dies", "st/dies", DIES, ""),
         ("aupper", "st/aupper", ASYNC_UPPER, ""),
+        ("pass", "st/pass", PASS.format(target="st/rot2", options=""), CAN_CALL.format("st/rot2")),
+        ("apass", "st/apass", APASS.format(target="st/rot2"), CAN_CALL.format("st/rot2")),
+        ("pcount", "st/pcount", PASS.format(target="st/count", options=""), CAN_CALL.format("st/count")),
+        ("pcount2", "st/pcount2", PASS.format(target="st/count", options=".set_options(stdout=True)"),
+         CAN_CALL.format("st/count")),
+        ("aphalf", "st/aphalf", APASS.format(target="st/half"), CAN_CALL.format("st/half")),
     ]:
         mesh.publish(write_algorithm(root / folder, name, "1.0.0", code, extra_toml=toml))
     exe = root / "exec"
@@ -227,6 +259,59 @@ def test_200_mib_through_a_two_stage_pipe_at_bounded_memory(mesh, client, publis
     spans = {s.name: s for s in trace.spans}
     assert {"call st/relay", "st/relay@1.0.0", "apply st/relay@1.0.0", "pipe st/rot2", "st/rot2@1.0.0",
             "apply st/rot2@1.0.0"} <= set(spans)
+
+
+@pytest.mark.parametrize("relay", ["st/pass", "st/apass"])
+def test_a_stage_passes_its_stream_on_and_the_answer_back(client, published, relay):
+    algo = client.algo(relay)
+    assert algo.stream(b"hal").read() == b"jcn"  # +2 in st/rot2, nothing in the relay
+    empty = algo.stream(b"")
+    assert empty.read() == b"" and empty.content_type == "binary"
+    want, got, size = hashlib.sha256(), hashlib.sha256(), 0
+    answer = algo.stream(blocks(20, bytes((i + 2) % 256 for i in range(256)), want))
+    for chunk in answer.chunks():
+        got.update(chunk)
+        size += len(chunk)
+    assert size == 20 * MiB and got.digest() == want.digest()
+    assert answer.metadata.algorithm == relay and answer.metadata.duration > 0
+
+
+@pytest.mark.parametrize("relay", ["st/pcount", "st/pcount2"])  # pcount2 asks st/count for its printing
+def test_passed_on_a_stream_keeps_its_content_type_and_the_caller_gets_the_relays_printing(client, published,
+                                                                                          relay):
+    import json
+    answer = client.algo(relay).set_options(stdout=True).stream("héllo" * 100_000)
+    assert json.loads(answer.read()) == {"bytes": 600_000, "content_type": "text",
+                                         "sha256": hashlib.sha256(("héllo" * 100_000).encode()).hexdigest()}
+    assert answer.content_type == "json"
+    assert answer.metadata.stdout == "passing text\n"  # its own, not st/count's "counted ..."
+    assert client.algo(relay).stream(b"").read() == b'{"bytes":0,"sha256":"' + \
+        hashlib.sha256(b"").hexdigest().encode() + b'","content_type":"binary"}'
+
+
+def test_an_error_mid_stream_comes_back_typed_through_a_stage_that_passes_it_on(client, published):
+    got = 0
+    with pytest.raises(algomesh.AlgorithmError) as e:
+        for chunk in client.algo("st/aphalf").stream(blocks(10)).chunks():
+            got += len(chunk)
+    assert e.value.reason == "ALGORITHM_ERROR" and "gave up after" in e.value.message
+    assert e.value.algorithm == "st/half" and 0 < got <= 4 * MiB
+
+
+def test_a_garbage_chunk_passed_on_is_invalid_input_where_it_is_read(mesh, published):
+    """A stage passes chunks on undecoded: a caller's chunk that is not a CallChunk is
+    refused by the stage that reads it, with the same typed error, and nothing hangs."""
+    import grpc
+    from algomesh._errors import from_rpc_error
+    from algomesh.v1 import payload_pb2
+    head = payload_pb2.CallChunk(content_type=payload_pb2.CONTENT_TYPE_BINARY, data=b"hal").SerializeToString()
+    with grpc.insecure_channel(mesh.address) as ch:
+        call = ch.stream_stream("/algomesh.v1.Mesh/CallStream")
+        with pytest.raises(grpc.RpcError) as e:
+            list(call(iter([head, b"\xff\xff\xff\xff garbage"]),
+                      metadata=(("algomesh-target", "st/pass"),) + mesh.auth, timeout=20))
+    err = from_rpc_error(e.value)
+    assert err.reason == "INVALID_INPUT" and "not an algomesh.v1.CallChunk" in err.message
 
 
 def test_a_stream_is_traced_like_a_unary_call(client, published):

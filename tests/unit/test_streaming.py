@@ -13,7 +13,8 @@ import pytest
 
 from algomesh import Stream
 from algomesh._errors import AlgomeshError, error, from_rpc_error, to_status
-from algomesh._stream import CHUNK_BYTES, AsyncReplay, Replay, check_source, request_chunks
+from algomesh._stream import (CHUNK_BYTES, AsyncReplay, AsyncStreamResponse, Replay, StreamResponse,
+                              arequest_chunks, check_source, request_chunks)
 from algomesh._wire import CHANNEL_OPTIONS
 from algomesh.sidecar.limits import payload_limit
 from algomesh.sidecar.route import Directory, Location, Router
@@ -302,6 +303,96 @@ def test_stream_async_iteration_for_async_applies():
         return [c async for c in s]
 
     assert asyncio.run(main()) == [b"a", b"bc"]
+
+
+def _passing_stream(rest: list[bytes]) -> Stream:
+    """An algorithm's input as the runner makes it: the first chunk's data, then the rest
+    as they came (serialized chunks), decoded by pull and passed on as they are by raw."""
+    it = iter(rest)
+
+    def pull():
+        raw = next(it, None)
+        return None if raw is None else payload_pb2.CallChunk.FromString(raw).data
+
+    async def araw():
+        return next(it, None)
+
+    return Stream(pull, "text", first=b"head", raw=lambda: next(it, None), araw=araw)
+
+
+def test_a_stream_passed_on_goes_on_as_it_came_after_a_first_chunk_of_its_own():
+    rest = [payload_pb2.CallChunk(data=b"x" * 1000).SerializeToString(), b"\xff never decoded here"]
+    sent = list(request_chunks(_passing_stream(rest), None, True))
+    first = payload_pb2.CallChunk.FromString(sent[0])
+    assert (first.content_type, first.data, first.capture_stdout) == (payload_pb2.CONTENT_TYPE_TEXT, b"head", True)
+    assert sent[1] is rest[0] and sent[2] is rest[1] and len(sent) == 3  # the very objects: no copy
+    partly = _passing_stream(rest)
+    assert partly.read(2) == b"he"  # what the algorithm read is not sent; the rest of the head is
+    sent = list(request_chunks(partly, "json", False))
+    assert payload_pb2.CallChunk.FromString(sent[0]).data == b"ad" and sent[1:] == rest
+    assert payload_pb2.CallChunk.FromString(sent[0]).content_type == payload_pb2.CONTENT_TYPE_JSON
+
+    async def main():
+        return [c async for c in arequest_chunks(_passing_stream(rest), None, False)]
+
+    sent = asyncio.run(main())
+    assert payload_pb2.CallChunk.FromString(sent[0]).data == b"head" and sent[1] is rest[0] and sent[2] is rest[1]
+    # a stream without raw pulls (or read to its end) is framed again, piece by piece
+    it = iter([b"a", b"b"])
+    plain = [payload_pb2.CallChunk.FromString(c).data
+             for c in request_chunks(Stream(lambda: next(it, None), "binary"), None, False)]
+    assert plain == [b"a", b"b"]
+
+
+class _Rpc:
+    """What a sync or async answer reads: serialized answer chunks, then its end."""
+
+    def __init__(self, raws: list[bytes]) -> None:
+        self._it = iter(raws)
+
+    def __next__(self) -> bytes:
+        return next(self._it)
+
+    async def read(self):
+        return next(self._it, grpc.aio.EOF)
+
+    def trailing_metadata(self):
+        return ()
+
+    def cancel(self) -> None:
+        pass
+
+
+class _AioRpc(_Rpc):
+    async def trailing_metadata(self):
+        return ()
+
+
+def test_an_answer_passed_on_goes_as_it_came_unless_it_carries_printing_or_was_read():
+    raws = [payload_pb2.CallChunk(content_type=payload_pb2.CONTENT_TYPE_TEXT, data=b"a").SerializeToString(),
+            payload_pb2.CallChunk(data=b"b", duration=0.5).SerializeToString()]
+    passed = list(StreamResponse(_Rpc(raws), [])._passing())
+    assert passed == raws and passed[0] is raws[0] and passed[1] is raws[1]  # the very objects: no copy
+    assert StreamResponse(_Rpc(raws), [], stdout=True)._passing() is None  # its printing is not the caller's
+    read = StreamResponse(_Rpc(raws), [])
+    assert read.content_type == "text" and read._passing() is None  # its first chunk was decoded already
+    assert read.read() == b"ab"
+
+    async def main():
+        async def rpc_for(raws, stdout=False):
+            rpc = _AioRpc(raws)
+            answer = AsyncStreamResponse(lambda **_: rpc, b"", None, stdout, (), 5.0)
+            answer._sender.cancel()  # nothing to send in this test
+            return answer
+
+        passed = [r async for r in (await rpc_for(raws))._passing()]
+        refused = (await rpc_for(raws, True))._passing()
+        answer = await rpc_for(raws)
+        read = await answer.read()
+        return passed, refused, read, answer._passing()
+
+    passed, refused, read, again = asyncio.run(main())
+    assert passed == raws and refused is None and read == b"ab" and again is None
 
 
 def test_the_router_sends_a_stream_again_to_another_instance_if_the_first_is_gone():

@@ -14,10 +14,6 @@ async def apply(input):
         client = algomesh.async_client()
     nxt = client.algo(NEXT)
     if isinstance(input, algomesh.Stream):
-        return _relay(nxt, input)
+        return nxt.stream(input)  # chunks on as they arrive, its answer back as it comes
     return (await nxt.pipe(input)).result
 
-
-async def _relay(nxt, stream):
-    async for chunk in nxt.stream(stream).chunks():
-        yield chunk
