@@ -15,14 +15,16 @@ figure). All run on the benchmark's own uvloop event loop:
   what tells Ray Serve or BentoML apart): Ray Serve's and BentoML's front doors.
 
 Streams: ``bare_stream`` and ``sdk_stream`` send N MiB in 256 KiB chunks (the mesh's
-chunk size), read the answer as it comes, and check its length and CRC-32.
+chunk size), read the answer as it comes, and check its length and CRC-32. Each first
+makes its client and sends one small stream the same way (connections made, a direct
+client's route known), then calls ``mark()``: the stream is timed from there.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 import zlib
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from algomesh.v1 import payload_pb2
 
@@ -183,21 +185,31 @@ def _verify(what: str, size: int, got: int, crc: int, src: _Source) -> None:
         raise WrongAnswer(f"{what}: streamed back {got} of {size} bytes, CRC-32 {crc:08x} (sent {src.crc:08x})")
 
 
-async def bare_stream(address: str, size: int, timeout: float = 300.0, tls: dict | None = None) -> None:
+def _no_mark() -> None:
+    pass
+
+
+async def bare_stream(address: str, size: int, timeout: float = 300.0, tls: dict | None = None,
+                      mark: Callable[[], None] = _no_mark) -> None:
     """``size`` bytes through a bare chain's ``CallStream`` and back (``tls``: a chain with mTLS)."""
     from bench._bare import channel
 
     src = _Source(size)
 
-    async def requests() -> AsyncIterator[bytes]:
-        for i, piece in enumerate(src.pieces()):
+    async def requests(pieces) -> AsyncIterator[bytes]:
+        for i, piece in enumerate(pieces):
             chunk = payload_pb2.CallChunk(data=piece)
             if i == 0:
                 chunk.content_type = payload_pb2.CONTENT_TYPE_BINARY
             yield chunk.SerializeToString()
 
     async with channel(address, tls) as chan:
-        call = chan.stream_stream(CALL_STREAM_PATH)(requests(), timeout=timeout)
+        stream = chan.stream_stream(CALL_STREAM_PATH)
+        warm = [payload_pb2.CallChunk.FromString(raw).data async for raw in stream(requests([b"warm"]), timeout=30)]
+        if warm != [b"warm"]:
+            raise WrongAnswer(f"bare chain at {address}: streamed back {warm!r} for b'warm'")
+        mark()
+        call = stream(requests(src.pieces()), timeout=timeout)
         got, crc = 0, 0
         async for raw in call:
             data = payload_pb2.CallChunk.FromString(raw).data
@@ -206,7 +218,7 @@ async def bare_stream(address: str, size: int, timeout: float = 300.0, tls: dict
 
 
 async def sdk_stream(key: str, address: str, target: str, size: int, options: dict[str, Any] | None = None,
-                     timeout: float = 300.0) -> None:
+                     timeout: float = 300.0, mark: Callable[[], None] = _no_mark) -> None:
     """``size`` bytes through ``target`` with the SDK's ``algo.stream`` and back."""
     import algomesh
 
@@ -218,11 +230,16 @@ async def sdk_stream(key: str, address: str, target: str, size: int, options: di
 
     async with algomesh.async_client(key, address, **(options or {})) as client:
         algo = client.algo(target).set_options(timeout=timeout)
-        if client._routes is not None:  # direct: streams go through the ingress until it has a route
-            until = time.monotonic() + 30
-            while client._routes.lookup(algo.target, stream=True) is None and time.monotonic() < until:
-                await algo.stream(b"warm").read()
-                await asyncio.sleep(0.05)
+        until = time.monotonic() + 30
+        while True:
+            if (warm := await algo.stream(b"warm").read()) != b"warm":
+                raise WrongAnswer(f"{target}: streamed back {warm!r} for b'warm'")
+            # direct: streams go through the ingress until the client has a route
+            if client._routes is None or client._routes.lookup(algo.target, stream=True) is not None \
+                    or time.monotonic() > until:
+                break
+            await asyncio.sleep(0.05)
+        mark()
         answer = algo.stream(source())
         got, crc = 0, 0
         async for data in answer.chunks():

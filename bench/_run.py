@@ -99,7 +99,12 @@ class StreamProbe:
             except OSError:
                 pass
         t0 = time.perf_counter()
-        await self.run(size)
+
+        def mark() -> None:  # the client is made and warm: the stream starts now
+            nonlocal t0
+            t0 = time.perf_counter()
+
+        await self.run(size, mark)
         took = time.perf_counter() - t0
         for label, rss in start.items():
             try:
@@ -261,18 +266,20 @@ class Run:
             if path.stream:
                 self.streams.append(StreamProbe(
                     f"{path.key}_stream", f"{path.label}, streamed",
-                    lambda size, s=server, p=path: _callers.sdk_stream(s.key, s.address, p.target, size,
-                                                                       dict(p.client_options)),
+                    lambda size, mark, s=server, p=path: _callers.sdk_stream(
+                        s.key, s.address, p.target, size, dict(p.client_options), mark=mark),
                     lambda s=server, d=bool(path.client_options.get("direct")): s.processes(d), path.processes))
                 n = path.processes
                 if not any(s.key == f"bare{n}_stream" for s in self.streams):
                     self.streams.append(StreamProbe(
                         f"bare{n}_stream", f"bare chain, {n} processes, streamed",
-                        lambda size, addr=bare[n - 1]: _callers.bare_stream(addr, size), bare_procs(n), n))
+                        lambda size, mark, addr=bare[n - 1]: _callers.bare_stream(addr, size, mark=mark),
+                        bare_procs(n), n))
                 if n == ABC_PROCESSES and not any(s.key == f"bare_tls{n}_stream" for s in self.streams):
                     self.streams.append(StreamProbe(  # the floor with mTLS, as for calls (no target)
                         f"bare_tls{n}_stream", f"bare chain, {n} processes, mTLS, streamed",
-                        lambda size, addr=self.bare_tls[n - 1]: _callers.bare_stream(addr, size, tls=self.tls),
+                        lambda size, mark, addr=self.bare_tls[n - 1]: _callers.bare_stream(
+                            addr, size, tls=self.tls, mark=mark),
                         bare_procs(n, "bare-tls"), n))
         for path in RAY_PATHS:
             agent = self.agents.get(path.config)
@@ -349,7 +356,7 @@ class Run:
         if self.streams:
             size = int(a.stream_mib * _procs.MiB)
             for s in self.streams:
-                await s.run(1 << 20)  # it works, and the path's stream machinery is warm
+                await s.run(1 << 20, lambda: None)  # it works, and the path's stream machinery is warm
             for r in range(a.stream_rounds):
                 for s in (self.streams if r % 2 == 0 else self.streams[::-1]):
                     took = await s.once(size)
