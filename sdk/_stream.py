@@ -366,6 +366,7 @@ class StreamResponse(_Answer):
             return None
         self._consumed = True
         return iter(self._next_raw, None)
+
     def read(self) -> bytes:
         """The whole answer in memory (only for answers known to be small)."""
         return b"".join(self.chunks())
@@ -614,17 +615,22 @@ class Stream(io.RawIOBase):
     def __repr__(self) -> str:
         return f"<algomesh.Stream {self.content_type}{' ended' if self._eof else ''}>"
 
+    def _head(self, framer: "_Framer") -> list[bytes]:
+        """The first request chunk when this stream is passed on: ``framer`` makes it of
+        what is buffered (the rest of the chunk the algorithm was reading, if any)."""
+        head, self._buf = bytes(self._buf), memoryview(b"")
+        return list(framer.feed(head, _BY_NAME.get(self.content_type, BINARY)))
+
     def _passed(self, framer: "_Framer") -> Iterator[bytes] | None:
-        """The rest of this stream as request chunks for the next stage, passed on as they
-        came (never decoded, never re-framed) after a first one that ``framer`` makes of
-        what is buffered; None if this stream cannot be passed on so (see ``passed_on``)."""
+        """The rest of this stream as request chunks for the next stage: a first one of
+        its own (``_head``), then the chunks as they came, never decoded nor framed again
+        (docs/streaming.md); None if it cannot be so (no raw pull, or read to its end)."""
         if self._raw is None or self._eof:
             return None
-        head, self._buf = bytes(self._buf), memoryview(b"")
-        implied = _BY_NAME.get(self.content_type, BINARY)
+        first = self._head(framer)
 
         def chunks() -> Iterator[bytes]:
-            yield from framer.feed(head, implied)  # the first chunk, whatever head holds
+            yield from first
             while (raw := self._raw()) is not None:  # type: ignore[misc]
                 yield raw
             self._eof = True
@@ -635,11 +641,10 @@ class Stream(io.RawIOBase):
         """``_passed`` for an async apply."""
         if self._araw is None or self._eof:
             return None
-        head, self._buf = bytes(self._buf), memoryview(b"")
-        implied = _BY_NAME.get(self.content_type, BINARY)
+        first = self._head(framer)
 
         async def chunks() -> AsyncIterator[bytes]:
-            for chunk in framer.feed(head, implied):  # the first chunk, whatever head holds
+            for chunk in first:
                 yield chunk
             while (raw := await self._araw()) is not None:  # type: ignore[misc]
                 yield raw
