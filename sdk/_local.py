@@ -24,11 +24,10 @@ Handler = Callable[[bytes, tuple, float], Awaitable[tuple[bytes, list]]]  # (bod
 # (request chunks, write one answer chunk, metadata, timeout) -> trailers
 StreamHandler = Callable[[AsyncIterator[bytes], Callable[[bytes], Awaitable[None]], tuple, float], Awaitable[list]]
 
-_installed: tuple[str, Handler, asyncio.AbstractEventLoop, StreamHandler | None] | None = None
+_installed: tuple[str, Handler, asyncio.AbstractEventLoop, StreamHandler] | None = None
 
 
-def install(address: str, handler: Handler, loop: asyncio.AbstractEventLoop,
-            stream: StreamHandler | None = None) -> None:
+def install(address: str, handler: Handler, loop: asyncio.AbstractEventLoop, stream: StreamHandler) -> None:
     """The sidecar: calls from clients of ``address`` (its outbound socket) go to ``handler``,
     streamed ones to ``stream``."""
     global _installed
@@ -42,7 +41,7 @@ def for_address(address: str) -> tuple[Handler, asyncio.AbstractEventLoop] | Non
 
 
 def stream_for_address(address: str) -> tuple[StreamHandler, asyncio.AbstractEventLoop] | None:
-    if _installed is not None and _installed[0] == address and _installed[3] is not None:
+    if _installed is not None and _installed[0] == address:
         return _installed[3], _installed[2]
     return None
 
