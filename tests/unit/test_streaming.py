@@ -7,6 +7,7 @@ import asyncio
 import io
 import socket
 import time
+from typing import AsyncIterator
 
 import grpc
 import pytest
@@ -143,8 +144,17 @@ def test_the_stream_limit_ends_the_stream_typed_and_cancels_the_hop_below():
                 await pump(hop.open(), call.stream)
                 return Reply(b"")
 
+            async def started() -> AsyncIterator[bytes]:
+                # The hop below must be at work before the limit is reached: 1 MiB fits in
+                # the flow-control window, and a call cancelled before its server's handler
+                # ran never reaches that handler (a race that failed this test under load).
+                async for chunk in source(100):
+                    yield chunk
+                    while hop.seen == 0:
+                        await asyncio.sleep(0.01)
+
             handler = payload_limit(10 * KiB, max_stream=1000 * KiB)(terminal)
-            call = Call(body=b"", target="", deadline=0.0, stream=Chunks(source(100), write))
+            call = Call(body=b"", target="", deadline=0.0, stream=Chunks(started(), write))
             with pytest.raises(AlgomeshError) as e:
                 await handler(call)
             await asyncio.wait_for(hop.cancelled.wait(), 5)
