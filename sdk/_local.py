@@ -225,18 +225,24 @@ class AioLocalStream:
 class LocalBlockingStream:
     """What ``StreamResponse`` needs of a blocking stream-stream call (an iterator of answer
     chunks with ``trailing_metadata`` and ``cancel``), in-process: the stack runs on the
-    sidecar's loop; the request's chunks are read from ``requests`` in a worker thread, the
-    answer's handed to this thread one at a time."""
+    sidecar's loop; the request's chunks are read from ``requests`` in a worker thread (on
+    the loop if it is an async iterator), the answer's handed to this thread one at a time
+    (or read on the loop: ``answer_on``)."""
 
-    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop, requests: Iterator[bytes],
+    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop,
+                 requests: Iterator[bytes] | AsyncIterator[bytes],
                  metadata: tuple, timeout: float) -> None:
         self._loop = loop
         self._call = asyncio.run_coroutine_threadsafe(self._start(handler, requests, metadata, timeout), loop).result()
 
     @staticmethod
-    async def _start(handler: StreamHandler, requests: Iterator[bytes], metadata: tuple,
+    async def _start(handler: StreamHandler, requests: Iterator[bytes] | AsyncIterator[bytes], metadata: tuple,
                      timeout: float) -> LocalStreamCall:
         async def source() -> AsyncIterator[bytes]:
+            if hasattr(requests, "__aiter__"):  # read on this loop (a runner's stream passed on)
+                async for chunk in requests:
+                    yield chunk
+                return
             while (chunk := await asyncio.to_thread(next, requests, None)) is not None:
                 yield chunk
 
@@ -269,13 +275,20 @@ class LocalBlockingStream:
     def cancel(self) -> None:
         self._loop.call_soon_threadsafe(self._call.cancel)
 
+    def answer_on(self, loop: asyncio.AbstractEventLoop) -> LocalStreamCall | None:
+        """The call itself, to be read on ``loop`` if that is the loop it runs on."""
+        return self._call if loop is self._loop else None
+
 
 class LocalStream:
     """A blocking client's ``Mesh/CallStream`` multicallable, in-process (``LocalBlockingStream``)."""
 
     def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop) -> None:
-        self._handler, self._loop = handler, loop
+        self._handler, self.loop = handler, loop
 
-    def __call__(self, requests: Iterator[bytes], metadata: tuple = (), timeout: float | None = None) -> Any:
-        _not_on(self._loop, "stream")
-        return LocalBlockingStream(self._handler, self._loop, requests, tuple(metadata or ()), timeout or 0.0)
+    def __call__(self, requests: Iterator[bytes] | AsyncIterator[bytes], metadata: tuple = (),
+                 timeout: float | None = None) -> Any:
+        """``requests`` is read in a worker thread; an async iterator (of the loop's own
+        chunks: ``_stream.start``) on the loop."""
+        _not_on(self.loop, "stream")
+        return LocalBlockingStream(self._handler, self.loop, requests, tuple(metadata or ()), timeout or 0.0)

@@ -367,6 +367,33 @@ class StreamResponse(_Answer):
         self._consumed = True
         return iter(self._next_raw, None)
 
+    def _passing_on(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[bytes] | None:
+        """``_passing``, read on ``loop`` itself: for the runner of a blocking apply whose
+        answer is an in-process stream on the runner's own loop (sdk/_local.py), so the
+        chunks go from the one to the other there, not through the apply's thread."""
+        answer_on = getattr(self._rpc, "answer_on", None)
+        call = answer_on(loop) if answer_on is not None else None
+        if call is None or self._consumed or self._ct is not None or self._asked_stdout:
+            return None
+        self._consumed = True
+        return self._araws(call)
+
+    async def _araws(self, call: Any) -> AsyncIterator[bytes]:
+        ended = False
+        try:
+            while (raw := await call.read()) is not grpc.aio.EOF:
+                self._answered = True
+                yield raw
+            self._trailing = {k: v for k, v in (call.trailing or ())}
+            ended = True
+        except AlgomeshError:  # (an in-process stream's errors are typed)
+            if self._failed:  # the source failed, so the call was cancelled: say why
+                raise self._failed[0] from None
+            raise
+        finally:
+            if not ended:  # its reader went away (the caller cancelled): the call ends too
+                call.cancel()
+
     def read(self) -> bytes:
         """The whole answer in memory (only for answers known to be small)."""
         return b"".join(self.chunks())
@@ -404,6 +431,13 @@ def start(multicallable: Callable[..., Any], source: Any, content_type: str | No
     direct one's way through the ingress, see ``Replay``)."""
     failed: list[BaseException] = []
     check_source(source, content_type)
+    if fallback is None and isinstance(source, Stream):
+        # a blocking apply passing its input on in-process, whose chunks arrive on the loop
+        # the pipe runs on: they go from one to the other there, not through this thread
+        looped = source._apassed_on(getattr(multicallable, "loop", None), _Framer(content_type, capture_stdout))
+        if looped is not None:
+            rpc = multicallable(_arecorded(looped, failed), metadata=metadata, timeout=timeout)
+            return StreamResponse(rpc, failed, None, capture_stdout)
     chunks = request_chunks(source, content_type, capture_stdout)
     replay = Replay(chunks) if fallback is not None else None
 
@@ -423,6 +457,17 @@ def start(multicallable: Callable[..., Any], source: Any, content_type: str | No
     first = requests(replay.view() if replay is not None else chunks)
     return StreamResponse(multicallable(first, metadata=metadata, timeout=timeout), failed,
                           again if replay is not None else None, capture_stdout)
+
+
+async def _arecorded(chunks: AsyncIterator[bytes], failed: list[BaseException]) -> AsyncIterator[bytes]:
+    """``chunks``, keeping what reading them raised for the answer's reader (as ``start``'s
+    ``requests`` does for a blocking source)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:
+        failed.append(exc)
+        raise
 
 
 class AsyncStreamResponse(_Answer):
@@ -548,11 +593,13 @@ class Stream(io.RawIOBase):
 
     def __init__(self, pull: Callable[[], bytes | None], content_type: str = "binary", *,
                  apull: Callable[[], Any] | None = None, first: bytes = b"",
-                 raw: Callable[[], bytes | None] | None = None, araw: Callable[[], Any] | None = None) -> None:
+                 raw: Callable[[], bytes | None] | None = None, araw: Callable[[], Any] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__()
         self._pull = pull          # blocking: the next chunk's data, None at the end
         self._apull = apull        # a coroutine function doing the same, for async applies
         self._raw, self._araw = raw, araw  # the same, but the chunk as it came (serialized), for passing it on
+        self._loop = loop          # the loop apull and araw run on
         self.content_type = content_type
         self._buf = memoryview(first)  # the first chunk's data, which came with the call
         self._eof = False
@@ -651,3 +698,8 @@ class Stream(io.RawIOBase):
             self._eof = True
 
         return chunks()
+
+    def _apassed_on(self, loop: asyncio.AbstractEventLoop | None, framer: "_Framer") -> AsyncIterator[bytes] | None:
+        """``_apassed`` for a pipe that reads its request on ``loop``, if that is the loop
+        this stream's chunks arrive on; else None."""
+        return self._apassed(framer) if loop is not None and loop is self._loop else None

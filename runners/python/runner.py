@@ -24,7 +24,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -176,7 +176,7 @@ class _StreamCall:
     def __init__(self, requests: Any, context: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._requests = requests.__aiter__()
         self._context = context
-        self._loop = loop
+        self.loop = loop
         self.kind: int | None = None   # the answer's content type, once its first chunk went
         self._started = False          # its first chunk (which names the content type) went
         self.closed = False
@@ -222,6 +222,11 @@ class _StreamCall:
         self._started = True
         await self._context.write(raw)
 
+    async def relay(self, raws: AsyncIterator[bytes]) -> None:
+        """Another stage's answer, read on this loop, passed on chunk by chunk as it came."""
+        async for raw in raws:
+            await self.send_raw(raw)
+
     async def finish(self, printed: str, duration: float) -> None:
         last = payload_pb2.CallChunk(stdout=printed, duration=duration)
         if not self._started:
@@ -233,10 +238,10 @@ class _StreamCall:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is self._loop:
+        if running is self.loop:
             coro.close()
             raise RuntimeError("an async apply reads its stream with `async for chunk in stream`")
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         self._waiting.add(fut)
         try:
             return fut.result()
@@ -256,6 +261,9 @@ class _StreamCall:
 
     def send_raw_blocking(self, raw: bytes) -> None:
         self._blocking(self.send_raw(raw))
+
+    def relay_blocking(self, raws: AsyncIterator[bytes]) -> None:
+        self._blocking(self.relay(raws))
 
     def close(self) -> None:
         self.closed = True
@@ -323,7 +331,7 @@ class RunnerServicer:
                 raise error("INTERNAL", "ApplyStream before Load")
             head = await session.head()
             stream = Stream(session.pull, content_type_name(head.content_type), apull=session.apull,
-                            first=head.data, raw=session.raw, araw=session.araw)
+                            first=head.data, raw=session.raw, araw=session.araw, loop=session.loop)
             token = forwarded(context.invocation_metadata())
             t0 = time.perf_counter()
             if self.algorithm.is_async:
@@ -343,9 +351,10 @@ class RunnerServicer:
             with self.stdout.capture(capture) as buf:
                 try:
                     out = self.algorithm.apply(*self._args(stream))
-                    passing = out._passing() if isinstance(out, StreamResponse) else None
-                    if passing is not None:  # another stage's answer, passed on as it comes
-                        for raw in passing:
+                    if isinstance(out, StreamResponse) and (looped := out._passing_on(session.loop)) is not None:
+                        session.relay_blocking(looped)  # an in-process answer: passed on on the loop
+                    elif isinstance(out, StreamResponse) and (passing := out._passing()) is not None:
+                        for raw in passing:  # another stage's answer, passed on as it comes
                             session.send_raw_blocking(raw)
                     else:
                         for data, kind in _output(out):

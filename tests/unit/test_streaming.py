@@ -15,7 +15,7 @@ import pytest
 from algomesh import Stream
 from algomesh._errors import AlgomeshError, error, from_rpc_error, to_status
 from algomesh._stream import (CHUNK_BYTES, AsyncReplay, AsyncStreamResponse, Replay, StreamResponse,
-                              arequest_chunks, check_source, request_chunks)
+                              arequest_chunks, check_source, request_chunks, start)
 from algomesh._wire import CHANNEL_OPTIONS
 from algomesh.sidecar.limits import payload_limit
 from algomesh.sidecar.route import Directory, Location, Router
@@ -403,6 +403,109 @@ def test_an_answer_passed_on_goes_as_it_came_unless_it_carries_printing_or_was_r
 
     passed, refused, read, again = asyncio.run(main())
     assert passed == raws and refused is None and read == b"ab" and again is None
+
+
+class _SidecarLoop:
+    """A loop in a thread of its own, as a shared algorithm's sidecar runs one while the
+    algorithm's blocking apply runs in a worker thread."""
+
+    def __enter__(self) -> "_SidecarLoop":
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def run(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_a_blocking_apply_passing_an_in_process_stream_on_moves_its_chunks_on_the_loop():
+    # sdk/_local.py + _stream.start: a blocking apply in a shared algorithm returns
+    # `client.algo(x).stream(stream)`. The request's chunks go from the runner's stream to
+    # the pipe, and the answer's from the pipe to the runner, on the sidecar's loop: the
+    # blocking pulls are never called, and the very chunk objects go on.
+    from algomesh._local import LocalStream
+
+    rest = [payload_pb2.CallChunk(data=b"x" * 1000).SerializeToString(), b"\xff never decoded here"]
+    seen: list[bytes] = []
+    ended = []
+
+    async def stack(source, write, metadata, timeout):  # echoes what it gets
+        try:
+            async for raw in source:
+                seen.append(raw)
+                await write(raw)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        return [("algomesh-version", "1.0.0")]
+
+    def blocking_pull():
+        raise AssertionError("a blocking pull on the loop's own stream")
+
+    with _SidecarLoop() as lp:
+        loop = lp.loop
+        it = iter(rest)
+
+        async def araw():
+            assert asyncio.get_running_loop() is loop
+            return next(it, None)
+
+        stream = Stream(blocking_pull, "text", first=b"head", raw=blocking_pull, araw=araw, loop=loop)
+        answer = start(LocalStream(stack, loop), stream, None, False, (), 5.0)
+        assert answer._passing_on(asyncio.new_event_loop()) is None  # another loop's: not so
+        looped = answer._passing_on(loop)
+
+        async def relay():
+            return [raw async for raw in looped]
+
+        got = lp.run(relay())
+        assert payload_pb2.CallChunk.FromString(got[0]).data == b"head"
+        assert got[1] is rest[0] and got[2] is rest[1] and seen[1] is rest[0] and len(got) == 3
+        assert answer._trailing == {"algomesh-version": "1.0.0"} and not ended
+
+        # the reader goes away (the caller cancelled) while the pipe is at work: it ends too
+        async def endless():
+            await asyncio.sleep(0)
+            return payload_pb2.CallChunk(data=b"y").SerializeToString()
+
+        stream = Stream(blocking_pull, "binary", first=b"a", raw=blocking_pull, araw=endless, loop=loop)
+        looped = start(LocalStream(stack, loop), stream, None, False, (), 5.0)._passing_on(loop)
+
+        async def read_some_then_leave():
+            async for _ in looped:
+                if len(seen) > 5:
+                    break
+            await looped.aclose()
+            for _ in range(20):
+                if ended:
+                    break
+                await asyncio.sleep(0.01)
+
+        lp.run(read_some_then_leave())
+        assert ended == ["cancelled"]
+
+        # its source fails: the answer's reader gets the source's own error
+        async def failing():
+            raise KeyError("the source gave out")
+
+        stream = Stream(blocking_pull, "binary", first=b"a", raw=blocking_pull, araw=failing, loop=loop)
+        looped = start(LocalStream(stack, loop), stream, None, False, (), 5.0)._passing_on(loop)
+
+        async def read_all():
+            return [raw async for raw in looped]
+
+        with pytest.raises(KeyError, match="the source gave out"):
+            lp.run(read_all())
+        # a stream without a loop (a runner process's pipes are gRPC) takes the blocking way
+        assert Stream(blocking_pull, "binary", raw=blocking_pull, araw=araw)._apassed_on(loop, None) is None
 
 
 def test_the_router_sends_a_stream_again_to_another_instance_if_the_first_is_gone():
