@@ -18,7 +18,7 @@ import grpc
 
 from algomesh.v1 import payload_pb2, registry_pb2, registry_pb2_grpc, traces_pb2, traces_pb2_grpc
 
-from . import _local, _wire
+from . import _local, _onloop, _wire
 from ._archive import pack
 from ._context import CALL_CONTEXT
 from ._data import DataFile
@@ -313,6 +313,8 @@ class Client:
         local_stream = _local.stream_for_address(self.address)
         if local_stream is not None:
             self._call_stream = _local.LocalStream(*local_stream)
+        elif (loop := _onloop.loop_for(self.address)) is not None:  # inside a runner process
+            self._call_stream = _onloop.LoopStream(self._call_stream, self.address, loop)
 
     def algo(self, ref: str) -> Algorithm:
         return Algorithm(self, ref)

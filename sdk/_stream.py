@@ -183,6 +183,22 @@ async def write_chunk(rpc: grpc.aio.StreamStreamCall, chunk: bytes) -> bool:
     return True
 
 
+async def send_chunks(rpc: grpc.aio.StreamStreamCall, chunks: AsyncIterator[bytes]) -> BaseException | None:
+    """Write ``chunks`` to ``rpc`` (``write_chunk``), then end its request; what reading
+    ``chunks`` raised, if it did (the call is then cancelled)."""
+    try:
+        async for chunk in chunks:
+            if not await write_chunk(rpc, chunk):
+                return None  # the call ended: reading the answer says how
+        await rpc.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass  # the call ended: reading the answer says how
+    except Exception as exc:
+        rpc.cancel()
+        return exc
+    return None
+
+
 @dataclass(frozen=True)
 class Fallback:
     """Where a direct stream (sdk/_direct.py) is sent again if its instance went away
@@ -488,16 +504,8 @@ class AsyncStreamResponse(_Answer):
                                                         else self._replay.aview()))
 
     async def _send(self, rpc: Any, chunks: AsyncIterator[bytes]) -> None:
-        try:
-            async for chunk in chunks:
-                if not await write_chunk(rpc, chunk):
-                    return  # the call ended: reading the answer says how
-            await rpc.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the call ended: reading the answer says how
-        except Exception as exc:
-            self._failed = exc
-            rpc.cancel()
+        if (failed := await send_chunks(rpc, chunks)) is not None:
+            self._failed = failed
 
     async def _again(self) -> bool:
         """A direct stream whose instance went away before it saw the call: send it again

@@ -29,10 +29,12 @@ from typing import Any, AsyncIterator, Callable, Iterable
 import grpc
 from google.protobuf.message import DecodeError
 
+from algomesh import _onloop
 from algomesh._context import CALL_CONTEXT, forwarded
 from algomesh._errors import AlgomeshError, error, to_status
 from algomesh._payload import _BY_NAME, BINARY, TEXT, Payload, content_type_name, decode, encode
 from algomesh._stream import CHUNK_BYTES, AsyncStreamResponse, Stream, StreamResponse
+from algomesh._wire import resolve_address
 from algomesh.sidecar.server import new_server
 from algomesh.v1 import payload_pb2, runner_pb2
 
@@ -424,6 +426,9 @@ def _algorithm_error(exc: Exception, buf: io.StringIO | None) -> AlgomeshError:
 
 
 async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> None:
+    loop = asyncio.get_running_loop()
+    # a blocking apply's streams passed on go to the sidecar on this loop (sdk/_onloop.py)
+    _onloop.install(resolve_address(None), loop)
     stdout = _CapturingStdout(sys.stdout)
     sys.stdout = stdout  # type: ignore[assignment]
     algorithm = Algorithm(path, entrypoint)
@@ -440,7 +445,6 @@ async def serve(socket: str, path: Path, entrypoint: str, concurrency: int) -> N
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
     await health.serving()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

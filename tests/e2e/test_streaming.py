@@ -73,6 +73,14 @@ async def apply(stream):
 
 CAN_CALL = '[permissions]\ncan_call = ["{}"]\n'
 
+# what carries a blocking apply's streamed pipes in a runner process (sdk/_onloop.py)
+VIA = """
+import algomesh
+
+def apply(x):
+    return type(algomesh.client()._call_stream).__name__
+"""
+
 # streams back what it reads, and fails once it has read 3 MiB
 HALF = """
 def apply(stream):
@@ -210,6 +218,8 @@ def published(mesh, tmp_path_factory):
         ("pcount2", "st/pcount2", PASS.format(target="st/count", options=".set_options(stdout=True)"),
          CAN_CALL.format("st/count")),
         ("aphalf", "st/aphalf", APASS.format(target="st/half"), CAN_CALL.format("st/half")),
+        ("phalf", "st/phalf", PASS.format(target="st/half", options=""), CAN_CALL.format("st/half")),
+        ("via", "st/via", VIA, ""),
     ]:
         mesh.publish(write_algorithm(root / folder, name, "1.0.0", code, extra_toml=toml))
     exe = root / "exec"
@@ -289,13 +299,35 @@ def test_passed_on_a_stream_keeps_its_content_type_and_the_caller_gets_the_relay
         hashlib.sha256(b"").hexdigest().encode() + b'","content_type":"binary"}'
 
 
-def test_an_error_mid_stream_comes_back_typed_through_a_stage_that_passes_it_on(client, published):
+@pytest.mark.parametrize("relay", ["st/phalf", "st/aphalf"])
+def test_an_error_mid_stream_comes_back_typed_through_a_stage_that_passes_it_on(client, published, relay):
     got = 0
     with pytest.raises(algomesh.AlgorithmError) as e:
-        for chunk in client.algo("st/aphalf").stream(blocks(10)).chunks():
+        for chunk in client.algo(relay).stream(blocks(10)).chunks():
             got += len(chunk)
     assert e.value.reason == "ALGORITHM_ERROR" and "gave up after" in e.value.message
     assert e.value.algorithm == "st/half" and 0 < got <= 4 * MiB
+
+
+def test_a_blocking_stage_passes_its_stream_on_on_its_runners_loop(client, published):
+    # the relay's thread only waits: the chunks go from the runner's loop to the sidecar's
+    # outbound socket and back there (sdk/_onloop.py); st/pass above checks what arrives
+    assert client.algo("st/via").pipe(None).result == "LoopStream"
+
+    def forever():
+        while True:
+            yield b"x" * MiB
+
+    answer = client.algo("st/pass").stream(forever())  # a caller that gives up mid-stream
+    it = answer.chunks()
+    assert set(next(it)) == {ord("z")}
+    answer.cancel()
+    with pytest.raises(algomesh.AlgomeshError):
+        for _ in it:
+            pass
+    t0 = time.monotonic()  # both stages are free again at once, not at a deadline
+    assert client.algo("st/pass").stream(b"abc").read() == b"cde"
+    assert time.monotonic() - t0 < 5
 
 
 def test_a_garbage_chunk_passed_on_is_invalid_input_where_it_is_read(mesh, published):

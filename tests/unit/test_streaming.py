@@ -508,6 +508,88 @@ def test_a_blocking_apply_passing_an_in_process_stream_on_moves_its_chunks_on_th
         assert Stream(blocking_pull, "binary", raw=blocking_pull, araw=araw)._apassed_on(loop, None) is None
 
 
+def test_a_blocking_apply_in_a_runner_process_passes_its_stream_on_on_the_runners_loop(tmp_path):
+    # sdk/_onloop.py: in a runner process the same pass-through goes to the sidecar's
+    # outbound socket on a grpc.aio channel on the runner's loop (a real server here).
+    from algomesh import _wire
+    from algomesh._onloop import LoopStream
+
+    async def mesh_stream(requests, context):  # echoes; a chunk "fail" ends it typed
+        async for raw in requests:
+            if payload_pb2.CallChunk.FromString(raw).data == b"fail":
+                await context.abort(*to_status(error("ALGORITHM_ERROR", "failed here")))
+            await context.write(raw)
+
+    address = f"unix://{tmp_path}/out.sock"
+    blocking_calls = []
+
+    def blocking_pull():
+        raise AssertionError("a blocking pull on the loop's own stream")
+
+    with _SidecarLoop() as lp:
+        async def serve():
+            server = grpc.aio.server()
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                "algomesh.v1.Mesh", {"CallStream": grpc.stream_stream_rpc_method_handler(mesh_stream)}),))
+            server.add_insecure_port(address)
+            await server.start()
+            return server
+
+        server = lp.run(serve())
+        sync_channel = grpc.insecure_channel(address)
+        grpc_stream = sync_channel.stream_stream(_wire.CALL_STREAM_METHOD)
+
+        def blocking(requests, **kw):
+            blocking_calls.append(1)
+            return grpc_stream(requests, **kw)
+
+        multicallable = LoopStream(blocking, address, lp.loop)
+
+        def passing(araw, first=b"head"):
+            return Stream(blocking_pull, "binary", first=first, raw=blocking_pull, araw=araw, loop=lp.loop)
+
+        def from_list(raws):
+            it = iter(raws)
+
+            async def araw():
+                assert asyncio.get_running_loop() is lp.loop
+                return next(it, None)
+            return araw
+
+        async def relay(looped):
+            return [raw async for raw in looped]
+
+        rest = [payload_pb2.CallChunk(data=bytes([i]) * 70_000).SerializeToString() for i in range(30)]
+        answer = start(multicallable, passing(from_list(rest)), None, False, (), 10.0)
+        got = lp.run(relay(answer._passing_on(lp.loop)))
+        assert payload_pb2.CallChunk.FromString(got[0]).data == b"head" and got[1:] == rest
+        # the answer read by the apply's thread itself, chunk by chunk
+        answer = start(multicallable, passing(from_list(rest[:3])), None, False, (), 10.0)
+        assert answer.read() == b"head" + b"".join(payload_pb2.CallChunk.FromString(r).data for r in rest[:3])
+        # the server's typed error while chunks are still being written: that error, every
+        # time (grpc.aio's own request iterator would make some of them a bare INTERNAL)
+        for _ in range(20):
+            fail = [*rest[:2], payload_pb2.CallChunk(data=b"fail").SerializeToString(), *rest]
+            looped = start(multicallable, passing(from_list(fail)), None, False, (), 10.0)._passing_on(lp.loop)
+            with pytest.raises(AlgomeshError) as e:
+                lp.run(relay(looped))
+            assert (e.value.reason, e.value.message) == ("ALGORITHM_ERROR", "failed here")
+
+        # its source fails: the reader gets the source's own error
+        async def failing():
+            raise KeyError("the source gave out")
+
+        looped = start(multicallable, passing(failing), None, False, (), 10.0)._passing_on(lp.loop)
+        with pytest.raises(KeyError, match="the source gave out"):
+            lp.run(relay(looped))
+        assert not blocking_calls
+        # any other source goes on the blocking channel, as before
+        assert start(multicallable, iter([b"a", b"b"]), None, False, (), 10.0).read() == b"ab"
+        assert blocking_calls == [1]
+        sync_channel.close()
+        lp.run(server.stop(None))
+
+
 def test_the_router_sends_a_stream_again_to_another_instance_if_the_first_is_gone():
     """The instance it picked refuses the connection before taking more than the first
     chunk: the whole stream, first chunk included, goes to the next one."""
