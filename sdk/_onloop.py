@@ -22,6 +22,7 @@ import grpc
 
 from . import _wire
 from ._errors import error, from_rpc_error
+from ._local import _on
 from ._stream import send_chunks
 
 _installed: tuple[str, asyncio.AbstractEventLoop] | None = None
@@ -38,13 +39,6 @@ def loop_for(address: str) -> asyncio.AbstractEventLoop | None:
     if _installed is not None and _installed[0] == address:
         return _installed[1]
     return None
-
-
-def _on(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 class LoopStreamCall:

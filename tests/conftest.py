@@ -51,6 +51,26 @@ def stored_trace(client, trace_id: str, spans: int, timeout: float = 20.0, names
         time.sleep(0.2)
 
 
+def give_up_mid_stream(client, target: str, first: bytes, probe: bytes, answer: bytes) -> None:
+    """A caller that gives up on an endless stream through ``target`` once its first
+    chunk (every byte ``first``) came back; every stage it went through is free again at
+    once, not at a deadline: ``probe`` through ``target`` is answered ``answer`` within 5 s."""
+    def forever():
+        while True:
+            yield b"x" * (1 << 20)
+
+    streamed = client.algo(target).stream(forever())
+    it = streamed.chunks()
+    assert set(next(it)) == set(first)
+    streamed.cancel()
+    with pytest.raises(algomesh.AlgomeshError):
+        for _ in it:
+            pass
+    t0 = time.monotonic()
+    assert client.algo(target).stream(probe).read() == answer
+    assert time.monotonic() - t0 < 5
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (from /proc)."""
     children: dict[int, list[int]] = {}

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import algomesh
-from tests.conftest import descendants, write_algorithm
+from tests.conftest import descendants, give_up_mid_stream, write_algorithm
 
 SHARED = 'isolation = "shared"\n'
 
@@ -211,7 +211,6 @@ def test_its_streamed_pipes_reach_its_sidecar_in_process_too(client):
 def test_a_blocking_apply_passes_its_stream_on_in_process_and_the_answer_back(client):
     # its pipe's chunks go on as they came, moved on the sidecar's loop (sdk/_local.py)
     import hashlib
-    import time
 
     block = bytes(range(256)) * 4096  # 1 MiB
     want = hashlib.sha256(block.translate(bytes((i + 1) % 256 for i in range(256))) * 20).digest()
@@ -228,21 +227,7 @@ def test_a_blocking_apply_passes_its_stream_on_in_process_and_the_answer_back(cl
     with pytest.raises(algomesh.AlgorithmError) as e:  # emb/srot's error mid-stream, typed
         client.algo("emb/spass").stream(iter([b"x" * 1000, b"boom"])).read()
     assert "no boom" in e.value.message and e.value.algorithm == "emb/srot"
-
-    def forever():
-        while True:
-            yield b"x" * (1 << 20)
-
-    answer = client.algo("emb/spass").stream(forever())  # a caller that gives up mid-stream
-    it = answer.chunks()
-    assert set(next(it)) == {ord("y")}
-    answer.cancel()
-    with pytest.raises(algomesh.AlgomeshError):
-        for _ in it:
-            pass
-    t0 = time.monotonic()  # both stages are free again at once, not at a deadline
-    assert client.algo("emb/spass").stream(b"\x00").read() == b"\x01"
-    assert time.monotonic() - t0 < 5
+    give_up_mid_stream(client, "emb/spass", b"y", b"\x00", b"\x01")  # both stages free again at once
 
 
 def test_a_failing_stream_is_typed_and_the_next_one_works(client):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import algomesh
-from tests.conftest import descendants, start_mesh, stop_mesh, stored_trace, write_algorithm
+from tests.conftest import descendants, give_up_mid_stream, start_mesh, stop_mesh, stored_trace, write_algorithm
 
 MiB = 1 << 20
 BIG = 200            # MiB streamed by the memory tests
@@ -313,21 +313,7 @@ def test_a_blocking_stage_passes_its_stream_on_on_its_runners_loop(client, publi
     # the relay's thread only waits: the chunks go from the runner's loop to the sidecar's
     # outbound socket and back there (sdk/_onloop.py); st/pass above checks what arrives
     assert client.algo("st/via").pipe(None).result == "LoopStream"
-
-    def forever():
-        while True:
-            yield b"x" * MiB
-
-    answer = client.algo("st/pass").stream(forever())  # a caller that gives up mid-stream
-    it = answer.chunks()
-    assert set(next(it)) == {ord("z")}
-    answer.cancel()
-    with pytest.raises(algomesh.AlgomeshError):
-        for _ in it:
-            pass
-    t0 = time.monotonic()  # both stages are free again at once, not at a deadline
-    assert client.algo("st/pass").stream(b"abc").read() == b"cde"
-    assert time.monotonic() - t0 < 5
+    give_up_mid_stream(client, "st/pass", b"z", b"abc", b"cde")  # both stages free again at once
 
 
 def test_a_garbage_chunk_passed_on_is_invalid_input_where_it_is_read(mesh, published):
@@ -422,21 +408,7 @@ def test_a_runner_that_dies_mid_stream_is_runner_crashed(client, published):
 
 
 def test_a_client_that_gives_up_frees_the_instance(client, published):
-    def forever():
-        while True:
-            yield b"x" * MiB
-
-    answer = client.algo("st/rot").stream(forever())
-    it = answer.chunks()
-    first = next(it)
-    assert first and set(first) == {ord("y")}
-    answer.cancel()
-    with pytest.raises(algomesh.AlgomeshError):
-        for _ in it:
-            pass
-    t0 = time.monotonic()  # the instance (concurrency 1) is free again at once, not at a deadline
-    assert client.algo("st/rot").stream(b"abc").read() == b"bcd"
-    assert time.monotonic() - t0 < 5
+    give_up_mid_stream(client, "st/rot", b"y", b"abc", b"bcd")  # (its concurrency is 1)
 
 
 def test_a_stream_past_its_deadline_is_deadline_exceeded(client, published):
