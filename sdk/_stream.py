@@ -385,8 +385,9 @@ class StreamResponse(_Answer):
 
     def _passing_on(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[bytes] | None:
         """``_passing``, read on ``loop`` itself: for the runner of a blocking apply whose
-        answer is an in-process stream on the runner's own loop (sdk/_local.py), so the
-        chunks go from the one to the other there, not through the apply's thread."""
+        answer is a stream running on the runner's own loop (in-process, sdk/_local.py; or
+        on the runner's channel, sdk/_onloop.py), so the chunks go from the one to the
+        other there, not through the apply's thread."""
         answer_on = getattr(self._rpc, "answer_on", None)
         call = answer_on(loop) if answer_on is not None else None
         if call is None or self._consumed or self._ct is not None or self._asked_stdout:
@@ -448,8 +449,9 @@ def start(multicallable: Callable[..., Any], source: Any, content_type: str | No
     failed: list[BaseException] = []
     check_source(source, content_type)
     if fallback is None and isinstance(source, Stream):
-        # a blocking apply passing its input on in-process, whose chunks arrive on the loop
-        # the pipe runs on: they go from one to the other there, not through this thread
+        # a blocking apply passing its input on to a pipe that runs on the loop its chunks
+        # arrive on (_local.py, _onloop.py): they go from one to the other there, not
+        # through this thread
         looped = source._apassed_on(getattr(multicallable, "loop", None), _Framer(content_type, capture_stdout))
         if looped is not None:
             rpc = multicallable(_arecorded(looped, failed), metadata=metadata, timeout=timeout)

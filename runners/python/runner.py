@@ -354,7 +354,7 @@ class RunnerServicer:
                 try:
                     out = self.algorithm.apply(*self._args(stream))
                     if isinstance(out, StreamResponse) and (looped := out._passing_on(session.loop)) is not None:
-                        session.relay_blocking(looped)  # an in-process answer: passed on on the loop
+                        session.relay_blocking(looped)  # an answer on this loop: passed on here
                     elif isinstance(out, StreamResponse) and (passing := out._passing()) is not None:
                         for raw in passing:  # another stage's answer, passed on as it comes
                             session.send_raw_blocking(raw)
