@@ -378,10 +378,13 @@ class StreamResponse(_Answer):
         """The answer's chunks as they came (serialized, undecoded), for a runner whose
         algorithm answers with this call's answer; None if it cannot be passed on so: read
         already, or carrying printing the call asked for (which is not the caller's)."""
-        if self._consumed or self._ct is not None or self._asked_stdout:
+        if not self._passable():
             return None
         self._consumed = True
         return iter(self._next_raw, None)
+
+    def _passable(self) -> bool:
+        return not (self._consumed or self._ct is not None or self._asked_stdout)
 
     def _passing_on(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[bytes] | None:
         """``_passing``, read on ``loop`` itself: for the runner of a blocking apply whose
@@ -390,7 +393,7 @@ class StreamResponse(_Answer):
         other there, not through the apply's thread."""
         answer_on = getattr(self._rpc, "answer_on", None)
         call = answer_on(loop) if answer_on is not None else None
-        if call is None or self._consumed or self._ct is not None or self._asked_stdout:
+        if call is None or not self._passable():
             return None
         self._consumed = True
         return self._araws(call)

@@ -376,8 +376,7 @@ class RunnerServicer:
                     out = await out
                 passing = out._passing() if isinstance(out, AsyncStreamResponse) else None
                 if passing is not None:  # another stage's answer, passed on as it comes
-                    async for raw in passing:
-                        await session.send_raw(raw)
+                    await session.relay(passing)
                 elif hasattr(out, "__aiter__"):
                     async for item in out:
                         await session.send(*_piece(item))
