@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from .prober import HealthProber
 from .route import Directory, Location, Router, location_from
 from .auth import authenticate
 from .server import MESH_SERVICE, mesh_handler, new_server
+from .socketdir import SocketDir, sweep as sweep_socket_dirs
 from .stack import ingress_stack
 from .measure import MeshMetrics
 from .metrics import serve_metrics
@@ -100,8 +99,12 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     view = RegistryView(store)
     await view.start()
     registry.view = view
-    # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir.
-    socket_dir = Path(tempfile.mkdtemp(prefix="algomesh-"))
+    # Unix socket paths are limited to ~107 bytes, so sockets live in a short temp dir;
+    # those of meshes that were killed before they could remove theirs go first.
+    if swept := await asyncio.to_thread(sweep_socket_dirs):
+        log.info("removed %d socket folders of meshes no longer running", len(swept))
+    sockets = SocketDir()
+    socket_dir = sockets.path
 
     # The call graph (caller -> callee edges, decayed; the scheduler's memory) learns from every span stored.
     graph = CallGraph(cfg.data_dir / "edges.db")
@@ -118,6 +121,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     if port == 0:
         view.stop()
         store.close()
+        sockets.close()
         raise SystemExit(f"error: algomesh up: cannot listen on {cfg.host}:{cfg.port} "
                          "(is another mesh running? pick another --port)")
     address = f"{cfg.host}:{port}"
@@ -287,7 +291,7 @@ async def serve(cfg: UpConfig, stop: asyncio.Event, *, announce=print) -> None:
     graph.close()
     view.stop()
     store.close()
-    shutil.rmtree(socket_dir, ignore_errors=True)
+    sockets.close()
 
 
 def _instance_counts(view: RegistryView) -> list[tuple[tuple[str, str, str], int]]:

@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import ALGORITHMS, alive, descendants, start_mesh
+from tests.conftest import ALGORITHMS, alive, descendants, start_mesh, stop_mesh
 
 
 def _wait_gone(pids, timeout=15.0):
@@ -64,6 +64,33 @@ def test_a_killed_control_plane_takes_its_instances_with_it(tmp_path):
     mesh.process.kill()  # no chance to clean up: the parent-death signal must do it
     mesh.process.wait(10)
     assert _wait_gone(pids) == []
+
+
+def test_the_next_start_removes_the_socket_folder_a_killed_control_plane_left(tmp_path):
+    running, killed = start_mesh(tmp_path / "running"), start_mesh(tmp_path / "killed")
+    try:
+        for m in (running, killed):
+            m.publish(ALGORITHMS / "cleaning")
+            _warm(m, "username/cleaning")
+        kept, left = _socket_dir(running), _socket_dir(killed)
+        pids = descendants(killed.process.pid)
+        killed.process.kill()  # no chance to remove its folder
+        killed.process.wait(10)
+        assert _wait_gone(pids) == []
+        assert left.is_dir()
+        later = start_mesh(tmp_path / "later")
+        try:
+            assert not left.exists()
+            # a running mesh's folder stays, with its instance's sockets, and it still answers
+            assert len(list(kept.glob("*.sock"))) == 2
+            with running.client() as c:
+                assert c.algo("username/cleaning").pipe("Still  HERE").result == "still here"
+        finally:
+            stop_mesh(later)
+    finally:
+        killed.stop(signal.SIGKILL)
+        stop_mesh(running)
+    assert not kept.exists()  # and a graceful stop removes its own
 
 
 def _channel(address: str, mesh=None) -> grpc.Channel:
