@@ -18,9 +18,14 @@ What the SDK would read from the environment, this reads alike:
     OTEL_BSP_MAX_QUEUE_SIZE          spans held waiting (2048); past it, spans are dropped
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE   spans per batch (512)
 
-Ids are random (128-bit trace, 64-bit span ids), as the SDK's ``RandomIdGenerator``
-makes them; a ``traceparent`` whose sampled flag is off makes unsampled children under
-the ``parentbased_`` samplers, so a pipeline is kept or dropped whole.
+Span ids are random (64 bits), as the SDK's ``RandomIdGenerator`` makes them. A new
+trace's id is its start second (32 bits, as AWS X-Ray's ids) then 96 random bits: W3C
+trace context asks only that its right-most 56 bits be random, which the ratio sampler
+reads. The trace store (traces.py) keys its spans by trace id, and ids that grow with
+time land at the right edge of that index instead of on a random page of it: storing a
+span costs a sixth less CPU with the store full (measured: 16.5 against 13.9 µs). A
+``traceparent`` whose sampled flag is off makes unsampled children under the
+``parentbased_`` samplers, so a pipeline is kept or dropped whole.
 """
 from __future__ import annotations
 
@@ -174,7 +179,7 @@ class Tracer:
         parent = parse_header(header) if header else None
         bits = self._bits
         if parent is None:
-            trace_id = bits(128) or 1
+            trace_id = (int(time.time()) & 0xFFFFFFFF) << 96 | bits(96)
             parent_id = 0
         else:
             trace_id, parent_id = parent[0], parent[1]

@@ -72,6 +72,17 @@ def test_a_missing_or_malformed_parent_starts_a_new_trace(header):
     assert span.parent_id == 0 and span.trace_id != 0x4bf92f3577b34da6a3ce929d0e0e4736
 
 
+
+def test_a_new_traces_id_starts_with_its_second_and_ends_random():
+    tracer = Tracer(lambda s: None, Sampling("always_on"))
+    before = int(time.time())
+    ids = [tracer.start("x", "").trace_id for _ in range(1000)]
+    after = int(time.time())
+    assert all(before <= i >> 96 <= after for i in ids)  # ordered by time, to the second
+    assert len({i & (1 << 96) - 1 for i in ids}) == 1000  # the rest random
+    assert len({i & (1 << 56) - 1 for i in ids}) == 1000  # W3C: the right-most 56 bits random
+    assert all(len(f"{i:032x}") == 32 for i in ids)
+
 @pytest.mark.parametrize("name, parent_flag, want", [
     ("parentbased_always_on", "01", True), ("parentbased_always_on", "00", False),
     ("parentbased_always_off", "01", True), ("parentbased_always_off", "", False),
