@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +47,8 @@ def sweep(parent: str | None = None, *, legacy_age: float = LEGACY_AGE) -> list[
     uid = os.getuid()
     for folder in Path(parent or tempfile.gettempdir()).glob(PREFIX + "*"):
         try:
-            st = folder.lstat()
-            if not folder.is_dir() or folder.is_symlink() or st.st_uid != uid:
+            st = folder.lstat()  # a symbolic link is not a folder here
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
                 continue
             if _abandoned(folder, st.st_mtime, legacy_age):
                 shutil.rmtree(folder, ignore_errors=True)
