@@ -159,7 +159,7 @@ async def arequest_chunks(source: Any, content_type: str | None, capture_stdout:
         yield chunk
 
 
-async def write_chunk(rpc: grpc.aio.StreamStreamCall, chunk: bytes) -> bool:
+async def write_chunk(rpc: grpc.aio.StreamStreamCall | grpc.aio.StreamUnaryCall, chunk: bytes) -> bool:
     """``rpc.write(chunk)``; False when the call takes no more chunks (it ended).
 
     Not ``rpc.write`` itself where it can be helped: when a write fails because the peer
@@ -183,7 +183,8 @@ async def write_chunk(rpc: grpc.aio.StreamStreamCall, chunk: bytes) -> bool:
     return True
 
 
-async def send_chunks(rpc: grpc.aio.StreamStreamCall, chunks: AsyncIterator[bytes]) -> BaseException | None:
+async def send_chunks(rpc: grpc.aio.StreamStreamCall | grpc.aio.StreamUnaryCall,
+                      chunks: AsyncIterator[bytes]) -> BaseException | None:
     """Write ``chunks`` to ``rpc`` (``write_chunk``), then end its request; what reading
     ``chunks`` raised, if it did (the call is then cancelled)."""
     try:

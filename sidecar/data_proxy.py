@@ -10,9 +10,12 @@ its caller's (blobs.py).
 """
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from algomesh import _wire
+from algomesh._stream import send_chunks
 
 from .lineage import Contexts
 
@@ -55,10 +58,18 @@ def data_proxy(channel: grpc.aio.Channel, contexts: Contexts) -> grpc.GenericRpc
     put_forward = channel.stream_unary(_method("Put"))
 
     async def put(requests, context: grpc.aio.ServicerContext) -> bytes:
-        try:  # grpc.aio pulls the algorithm's chunks as the store takes them: flow control end to end
-            return await put_forward(requests, metadata=metadata(context), timeout=context.time_remaining())
+        # The algorithm's chunks go on as the store takes them (flow control end to end),
+        # written with send_chunks, not by grpc.aio from a request iterator: a store that
+        # refuses the object (PERMISSION_DENIED at its first message) while chunks are on
+        # their way must reach the algorithm as that, not as grpc.aio's bare INTERNAL.
+        call = put_forward(metadata=metadata(context), timeout=context.time_remaining())
+        sender = asyncio.ensure_future(send_chunks(call, requests))
+        try:
+            return await call
         except grpc.aio.AioRpcError as exc:
             await relay_error(context, exc)
+        finally:
+            sender.cancel()  # the store has answered: no more of the algorithm's chunks
 
     get_forward = channel.unary_stream(_method("Get"))
 
