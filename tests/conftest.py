@@ -1,6 +1,7 @@
 """Fixtures that start the real thing: `algomesh up` as a process, talked to over gRPC."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -69,6 +70,25 @@ def give_up_mid_stream(client, target: str, first: bytes, probe: bytes, answer: 
     t0 = time.monotonic()
     assert client.algo(target).stream(probe).read() == answer
     assert time.monotonic() - t0 < 5
+
+
+class LoopThread:
+    """An event loop in a thread of its own, as a sidecar runs one while a shared
+    algorithm's blocking apply runs in a worker thread; ``run`` a coroutine on it from here."""
+
+    def __enter__(self) -> "LoopThread":
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def run(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
 
 
 def descendants(pid: int) -> list[int]:

@@ -23,6 +23,7 @@ from algomesh.sidecar.server import new_server
 from algomesh.sidecar.stack import Call, Reply
 from algomesh.sidecar.streaming import Chunks, pump
 from algomesh.v1 import payload_pb2
+from tests.conftest import LoopThread
 
 KiB = 1024
 
@@ -405,27 +406,6 @@ def test_an_answer_passed_on_goes_as_it_came_unless_it_carries_printing_or_was_r
     assert passed == raws and refused is None and read == b"ab" and again is None
 
 
-class _SidecarLoop:
-    """A loop in a thread of its own, as a shared algorithm's sidecar runs one while the
-    algorithm's blocking apply runs in a worker thread."""
-
-    def __enter__(self) -> "_SidecarLoop":
-        import threading
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def run(self, coro, timeout: float = 10.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 def test_a_blocking_apply_passing_an_in_process_stream_on_moves_its_chunks_on_the_loop():
     # sdk/_local.py + _stream.start: a blocking apply in a shared algorithm returns
     # `client.algo(x).stream(stream)`. The request's chunks go from the runner's stream to
@@ -450,7 +430,7 @@ def test_a_blocking_apply_passing_an_in_process_stream_on_moves_its_chunks_on_th
     def blocking_pull():
         raise AssertionError("a blocking pull on the loop's own stream")
 
-    with _SidecarLoop() as lp:
+    with LoopThread() as lp:
         loop = lp.loop
         it = iter(rest)
 
@@ -526,7 +506,7 @@ def test_a_blocking_apply_in_a_runner_process_passes_its_stream_on_on_the_runner
     def blocking_pull():
         raise AssertionError("a blocking pull on the loop's own stream")
 
-    with _SidecarLoop() as lp:
+    with LoopThread() as lp:
         async def serve():
             server = grpc.aio.server()
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
