@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from algomesh.sidecar.socketdir import LOCK, SocketDir, sweep
+from algomesh.sidecar.socketdir import LOCK, TAKING, TAKING_AGE, SocketDir, sweep
 
 HOLD = """
 import sys, time
@@ -60,3 +60,41 @@ def test_folders_from_before_the_lock_go_only_when_old_and_empty(tmp_path):
     assert sweep(str(tmp_path)) == [old_empty]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "algomesh-b", "algomesh-c", "algomesh-file", "algomesh-link", "elsewhere"]
+
+
+DIE_TAKING = """
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock.new"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_folder_whose_mesh_died_while_taking_its_lock_goes_once_old(tmp_path):
+    """SocketDir locks ``.lock.new`` and then renames it to ``.lock``: a control plane
+    killed between the two leaves only ``.lock.new``. Such a folder goes when that lock
+    can be taken and the folder is older than TAKING_AGE; a young one is a mesh taking
+    its lock now, and a held one a mesh that is (however slowly) still there."""
+    dying, held, young = (tmp_path / f"algomesh-{n}" for n in ("dying", "held", "young"))
+    for d in (dying, held, young):
+        d.mkdir(mode=0o700)
+    holders = [subprocess.Popen([sys.executable, "-c", DIE_TAKING, str(d)], stdout=subprocess.PIPE, text=True)
+               for d in (dying, held)]
+    try:
+        assert [h.stdout.readline().strip() for h in holders] == ["locked", "locked"]
+        (young / TAKING).write_bytes(b"")  # unlocked, but made a moment ago
+        old = time.time() - 2 * TAKING_AGE
+        for d in (dying, held):
+            os.utime(d, (old, old))
+        assert sweep(str(tmp_path)) == []  # both locks are held; the young one is too young
+        holders[0].send_signal(signal.SIGKILL)
+        holders[0].wait(10)
+        assert sweep(str(tmp_path)) == [dying]
+        assert not dying.exists() and held.is_dir() and young.is_dir()
+        os.utime(young, (old, old))
+        assert sweep(str(tmp_path)) == [young]
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
