@@ -6,6 +6,14 @@ of the project (not even of the ``bench`` extra): the benchmark installs it once
 elsewhere) with this Python's base interpreter, and runs ``bentoml serve`` from there on
 bench/bentoml_chain/service.py. When the install fails (no package index, a broken
 wheel), the BentoML path is skipped and the reason printed.
+
+The version is pinned to 1.4.30. From 1.4.32 (1.4.31 was never released) to 1.4.40, the
+newest at the time of writing, the client behind ``bentoml.depends`` swaps its aiohttp
+session every 100 requests (``SessionManager.max_requests``) and closes the old session
+while other requests are still using it. With 32 calls in flight the entry service then
+answers HTTP 500 (``ServerDisconnectedError``, ``Can not write request body``, ``Connector
+is closed``): a quarter of the calls, seen with 1.4.39 and 1.4.40. 1.4.30 keeps one
+session per dependency and answers every call.
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from bench._procs import Child
 
 HERE = Path(__file__).resolve().parent
 SERVICE_DIR = HERE / "bentoml_chain"
-REQUIREMENT = "bentoml>=1.4,<1.5"
+VERSION = "1.4.30"  # see above: later 1.4 releases fail with calls in flight
+REQUIREMENT = f"bentoml=={VERSION}"
 TEXT = "".join(chr(33 + i % 90) for i in range(100))  # the 100-byte payload, as BentoML's JSON text
 BODY = ('{"text": "' + TEXT.replace("\\", "\\\\").replace('"', '\\"') + '"}').encode()
 ENV = {"BENTOML_DO_NOT_TRACK": "True"}
@@ -42,11 +51,11 @@ def _version(python: Path) -> str | None:
 
 
 def ensure(log) -> tuple[Path | None, str, str]:
-    """(the venv's python, BentoML's version, "") when BentoML 1.4 can run; else
-    (None, "", why not). Installs it on first use."""
+    """(the venv's python, BentoML's version, "") when BentoML VERSION can run; else
+    (None, "", why not). Installs it on first use (and over any other version found)."""
     python = venv() / "bin" / "python"
     found = _version(python) if python.exists() else None
-    if found and found.startswith("1.4"):
+    if found == VERSION:
         return python, found, ""
     log(f"BentoML: installing {REQUIREMENT} into {venv()} (once; it would change algomesh's "
         "opentelemetry pins, so it gets a virtualenv of its own)")
@@ -60,8 +69,8 @@ def ensure(log) -> tuple[Path | None, str, str]:
     if pip.returncode != 0:
         return None, "", f"pip install {REQUIREMENT} failed: {(pip.stderr or pip.stdout).strip()[-400:]}"
     found = _version(python)
-    if not (found and found.startswith("1.4")):
-        return None, "", f"{venv()} has bentoml {found!r} after installing, not 1.4"
+    if found != VERSION:
+        return None, "", f"{venv()} has bentoml {found!r} after installing, not {VERSION}"
     return python, found, ""
 
 
