@@ -60,9 +60,14 @@ build_rust() {
 
 build_cpp() {
   bash "$root/runners/cpp/setup.sh"  # g++, CMake, libgrpc++-dev, protobuf-compiler-grpc, nlohmann-json
-  local tree="$cache/cpp-build"
+  local tree="$cache/cpp-build" src="$here/cpp"
+  # Every checkout using this cache shares the tree, and CMake refuses one configured from
+  # another source folder (a second clone, a moved or deleted one): that tree starts afresh.
+  if [ -f "$tree/CMakeCache.txt" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$src" "$tree/CMakeCache.txt"; then
+    rm -rf "$tree"
+  fi
   if [ ! -f "$tree/CMakeCache.txt" ]; then
-    cmake -S "$here/cpp" -B "$tree" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake -S "$src" -B "$tree" -DCMAKE_BUILD_TYPE=Release >/dev/null
   fi
   cmake --build "$tree" -j "$jobs" >/dev/null
 }

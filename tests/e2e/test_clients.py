@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import algomesh
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, ROOT
 
 CLIENTS = EXAMPLES / "clients"
 QUICKSTART = EXAMPLES / "quickstart"
@@ -82,6 +83,35 @@ def language(request) -> str:
     assert built.returncode == 0, f"examples/clients/setup.sh {name} failed:\n{built.stdout}\n{built.stderr}"
     print(f"\n{name} client ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return name
+
+
+def test_the_cpp_client_builds_in_a_cached_tree_another_checkout_configured(tmp_path):
+    """The build cache is shared by every checkout (~/.cache/algomesh/build by default). A C++
+    tree configured from a checkout since deleted is one CMake refuses ("The source directory
+    ... does not exist"): setup.sh starts it afresh and builds."""
+    def checkout(name: str) -> Path:
+        root = tmp_path / name
+        for part in ("examples/clients/setup.sh", "examples/clients/cpp", "examples/clients/proto",
+                     "runners/cpp/setup.sh", "tests/apt-install.sh", "proto"):
+            (root / part).parent.mkdir(parents=True, exist_ok=True)
+            copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy2
+            copy(ROOT / part, root / part)
+        return root
+
+    subprocess.run(["bash", str(ROOT / "runners" / "cpp" / "setup.sh")], check=True, capture_output=True, timeout=1800)
+    cache = tmp_path / "cache"
+    tree = cache / "clients" / "cpp-build"
+    gone = checkout("first")
+    subprocess.run(["cmake", "-S", str(gone / "examples/clients/cpp"), "-B", str(tree), "-DCMAKE_BUILD_TYPE=Release"],
+                   check=True, capture_output=True, timeout=300)
+    shutil.rmtree(gone)
+    second = checkout("second")
+    built = subprocess.run(["bash", str(second / "examples/clients/setup.sh"), "cpp"], capture_output=True, text=True,
+                           timeout=1800, env={**os.environ, "ALGOMESH_BUILD_CACHE": str(cache)})
+    assert built.returncode == 0, f"setup.sh cpp failed:\n{built.stdout}\n{built.stderr}"
+    assert f"CMAKE_HOME_DIRECTORY:INTERNAL={second / 'examples/clients/cpp'}\n" in (tree / "CMakeCache.txt").read_text()
+    usage = subprocess.run([str(tree / "algomesh-client"), "--help"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and "usage: algomesh-client" in usage.stdout + usage.stderr, usage
 
 
 @pytest.fixture(scope="module")
