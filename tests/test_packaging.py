@@ -1,7 +1,9 @@
 """One distribution, folders mapped onto algomesh.*, a light client install."""
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,3 +52,36 @@ def test_server_dependencies_are_an_extra():
         assert heavy not in base
         assert any(d.startswith(heavy) for d in project["optional-dependencies"]["server"])
     assert project["requires-python"] == ">=3.11"
+
+
+def test_the_wheel_holds_every_package_with_its_data_and_builds_without_warnings(tmp_path):
+    """A non-editable install gets what the editable one serves from the checkout: the
+    dashboard's files, the protos and py.typed. Built from a copy of the mapped folders (files
+    without the build products in them, so no stale build/ tree) with the venv's setuptools."""
+    cfg = _pyproject()["tool"]["setuptools"]
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "target", "build")
+    for folder in {Path(v).parts[0] for v in cfg["package-dir"].values()}:
+        shutil.copytree(ROOT / folder, source / folder, ignore=skip)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    output = built.stdout + built.stderr
+    assert "Package would be ignored" not in output and "absent from the `packages`" not in output, output
+    (wheel,) = (tmp_path / "dist").glob("algomesh-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    from algomesh.sidecar.dashboard import _FILES
+    served = {f"algomesh/sidecar/static/{name}" for name, _ in _FILES.values()}
+    assert served <= names, served - names
+    protos = {f"algomesh/v1/{p.name}" for p in (ROOT / "proto" / "algomesh" / "v1").glob("*.proto")}
+    assert protos and protos <= names, protos - names
+    for package in cfg["packages"]:
+        if package != "algomesh.sidecar.static":
+            assert f"{package.replace('.', '/')}/py.typed" in names, package
+    # what the installed wheel serves is what the checkout serves
+    assert zipfile.ZipFile(wheel).read("algomesh/sidecar/static/index.html") == \
+        (ROOT / "sidecar" / "static" / "index.html").read_bytes()
