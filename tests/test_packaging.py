@@ -72,7 +72,9 @@ def test_the_wheel_holds_every_package_with_its_data_and_builds_without_warnings
     output = built.stdout + built.stderr
     assert "Package would be ignored" not in output and "absent from the `packages`" not in output, output
     (wheel,) = (tmp_path / "dist").glob("algomesh-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        index = archive.read("algomesh/sidecar/static/index.html")
 
     from algomesh.sidecar.dashboard import _FILES
     served = {f"algomesh/sidecar/static/{name}" for name, _ in _FILES.values()}
@@ -82,6 +84,4 @@ def test_the_wheel_holds_every_package_with_its_data_and_builds_without_warnings
     for package in cfg["packages"]:
         if package != "algomesh.sidecar.static":
             assert f"{package.replace('.', '/')}/py.typed" in names, package
-    # what the installed wheel serves is what the checkout serves
-    assert zipfile.ZipFile(wheel).read("algomesh/sidecar/static/index.html") == \
-        (ROOT / "sidecar" / "static" / "index.html").read_bytes()
+    assert index == (ROOT / "sidecar" / "static" / "index.html").read_bytes()  # what the checkout serves
