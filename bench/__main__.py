@@ -15,6 +15,9 @@ ends however it ends), with the same 100-byte payload and the same load for ever
                    RAY_SERVE_THROUGHPUT_OPTIMIZED=1, over HTTP and through a handle
                    (``pip install -e '.[bench]'``; skipped, with the reason, without it)
     BentoML 1.4    the ``bentoml.depends`` chain, over HTTP (its own virtualenv)
+    native         the A->B->C chain with mTLS and the pipeline's seven-process shape, with
+                   bare native proxies (bench/native_proxy, Rust and tonic) where the
+                   sidecars are: what a native sidecar could reach at best (bench/_native.py)
     streaming      --stream-mib MiB through the three-stage pipeline (each stage streams to
                    the next from inside apply) and through a bare chain of as many processes
 
@@ -25,7 +28,7 @@ target and MET / NOT MET, and bench/results/bench.json with every figure. Paths 
 in interleaved rounds so background load hits all alike. What is measured is declared in
 bench/paths.py (a path is a few lines there).
 
-    python -m bench [--smoke] [--no-ray] [--no-bentoml] [--calls N] [--seconds S] [--rounds R]
+    python -m bench [--smoke] [--no-ray] [--no-bentoml] [--no-native] [--calls N] [--seconds S] [--rounds R]
                     [--stream-mib M] [--json PATH] [--markdown PATH]
 """
 from __future__ import annotations
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="CI mode: no Ray, no BentoML, a few hundred calls, a small stream")
     p.add_argument("--no-ray", action="store_true", help="skip Ray Serve")
     p.add_argument("--no-bentoml", action="store_true", help="skip BentoML")
+    p.add_argument("--no-native", action="store_true", help="skip the native proxies (bench/native_proxy, built with cargo)")
     p.add_argument("--calls", type=int, help="sequential calls per path (default 2000; 200 with --smoke)")
     p.add_argument("--warmup", type=int, help="warm-up calls per path (default 200; 20 with --smoke)")
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight for throughput (default 32)")

@@ -21,6 +21,8 @@ is the entry of a k-process chain. Prints ``port N`` once listening; stops on SI
 ``MeshCredentials``): the same servers with the mesh's transport security, mutual TLS
 checked against ``ca`` on every hop (the listening port requires a client certificate, a
 proxy presents its own upstream). That floor prices mTLS alone: nothing else is added.
+``--listen unix:PATH`` serves on a Unix socket, always in plain text (as a runner serves
+its sidecar; bench/_native.py); ``--upstream unix:PATH`` forwards to one.
 
 This file imports nothing of ``bench`` (it runs as a script in its own process).
 """
@@ -65,7 +67,10 @@ def channel(address: str, tls: dict | None = None) -> grpc.aio.Channel:
     """A channel to a bare server; with ``tls``, mutual TLS (``mesh.algomesh`` is the name
     every mesh certificate carries, as between sidecars)."""
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        # over a Unix socket gRPC sends the socket's path as :authority, which a server that
+        # checks it (hyper's, in bench/native_proxy) refuses as malformed
+        unix = (("grpc.default_authority", "localhost"),) if address.startswith("unix:") else ()
+        return grpc.aio.insecure_channel(address, options=(*CHANNEL_OPTIONS, *unix))
     creds = grpc.ssl_channel_credentials(root_certificates=tls["ca"], private_key=tls["key"],
                                          certificate_chain=tls["cert"])
     return grpc.aio.secure_channel(address, creds,
@@ -100,15 +105,16 @@ def _proxy_handlers(upstream: str, tls: dict | None) -> dict:
             CALL_STREAM: grpc.stream_stream_rpc_method_handler(call_stream)}
 
 
-async def serve(kind: str, upstream: str = "", tls: dict | None = None) -> None:
-    """Serve ``kind`` (echo or proxy) on a free port of 127.0.0.1 until SIGTERM."""
+async def serve(kind: str, upstream: str = "", tls: dict | None = None, listen: str = f"{HOST}:0") -> None:
+    """Serve ``kind`` (echo or proxy) on ``listen`` (a free port of 127.0.0.1 by default;
+    ``unix:PATH`` plain) until SIGTERM."""
     handlers = _echo_handlers() if kind == "echo" else _proxy_handlers(upstream, tls)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    if tls is None:
-        port = server.add_insecure_port(f"{HOST}:0")
+    if tls is None or listen.startswith("unix:"):
+        port = server.add_insecure_port(listen)
     else:
-        port = server.add_secure_port(f"{HOST}:0", grpc.ssl_server_credentials(
+        port = server.add_secure_port(listen, grpc.ssl_server_credentials(
             [(tls["key"], tls["cert"])], root_certificates=tls["ca"], require_client_auth=True))
     await server.start()
     print(f"port {port}", flush=True)
@@ -119,10 +125,10 @@ async def serve(kind: str, upstream: str = "", tls: dict | None = None) -> None:
     await server.stop(grace=0.5)
 
 
-def serve_args(kind: str, upstream: str = "", tls: str = "") -> list[str]:
+def serve_args(kind: str, upstream: str = "", tls: str = "", listen: str = "") -> list[str]:
     """The arguments (after the interpreter) that run one bare server."""
     return [str(HERE / "_bare.py"), "--serve", kind, *(["--upstream", upstream] if upstream else []),
-            *(["--tls", tls] if tls else [])]
+            *(["--tls", tls] if tls else []), *(["--listen", listen] if listen else [])]
 
 
 def start_chain(length: int, children: list, timeout: float = 30.0, tls: str = "", name: str = "bare") -> list[str]:
@@ -147,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve", choices=("echo", "proxy"), required=True)
     p.add_argument("--upstream", default="")
     p.add_argument("--tls", default="", help="mutual TLS with this credentials file (JSON: ca, cert, key PEMs)")
+    p.add_argument("--listen", default=f"{HOST}:0",
+                   help="where to listen: HOST:PORT (default a free port of 127.0.0.1) or unix:PATH (always plain)")
     a = p.parse_args(argv)
     if a.serve == "proxy" and not a.upstream:
         p.error("a proxy needs --upstream HOST:PORT")
-    uvloop.run(serve(a.serve, a.upstream, read_tls(a.tls) if a.tls else None))
+    uvloop.run(serve(a.serve, a.upstream, read_tls(a.tls) if a.tls else None, a.listen))
     return 0
 
 

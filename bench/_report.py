@@ -14,7 +14,9 @@ The floor with mutual TLS (``bare_tls``: the A->B->C chain with the mesh's trans
 security on every hop, nothing else) gets the same per-hop and Ray ratios, without a
 target: they say how much of each target mTLS alone takes, since algomesh keeps it on.
 Each three-stage path is also set against it (throughput and p50, no target), and so
-is each stream through three processes (the floor streams with mTLS too).
+is each stream through three processes (the floor streams with mTLS too). The native
+paths (``native``: bench/_native.py, native proxies where the sidecars are) get the
+same ratios as the mTLS floor, without targets: the best a native sidecar could do.
 """
 from __future__ import annotations
 
@@ -52,10 +54,10 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
     abc_tls = next((v for k, v in paths.items() if v["kind"] == "bare_tls" and v["processes"] == 3), None)
     ray_why = next((skipped[k] for k in skipped if k.startswith("ray")), "no Ray path ran")
     for key, m in paths.items():
-        if m["kind"] not in ("algomesh", "bare_tls") or m["processes"] < 2:
+        if m["kind"] not in ("algomesh", "bare_tls", "native") or m["processes"] < 2:
             continue
         n = m["processes"]
-        held = m["kind"] == "algomesh"  # the mTLS floor: the same figures, no target
+        held = m["kind"] == "algomesh"  # the mTLS floor and the native paths: the same figures, no target
 
         def goal(name: str) -> str | None:
             return name if held else None  # (called at once, in this iteration)
@@ -102,7 +104,7 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
                                   m["calls_per_s"] / abc["calls_per_s"],
                                   note=f"{m['calls_per_s']:.0f} vs {abc['calls_per_s']:.0f} calls/s",
                                   target=goal("throughput_vs_abc")))
-            if held and abc_tls:
+            if m["kind"] != "bare_tls" and abc_tls:
                 out.append(_ratio(f"{key}.throughput_vs_abc_tls", f"{key}: throughput / bare A->B->C with mTLS",
                                   m["calls_per_s"] / abc_tls["calls_per_s"],
                                   note=f"{m['calls_per_s']:.0f} vs {abc_tls['calls_per_s']:.0f} calls/s (no target)"))
@@ -202,7 +204,7 @@ def markdown(doc: dict) -> str:
         out.append(f"| {key} | | | | not measured: {why} | | |")
     out += ["", "| process (path) | CPU µs/call | RSS idle MiB | RSS under load MiB |", "|---|---:|---:|---:|"]
     for key, v in doc["paths"].items():
-        if v["kind"] != "algomesh" and key not in ("bare3", "bare_tls3"):  # the floors look alike: one chain each
+        if v["kind"] not in ("algomesh", "native") and key not in ("bare3", "bare_tls3"):  # the floors look alike: one chain each
             continue
         for proc in v["cpu_us_per_call"]:
             out.append(f"| {proc} ({key}) | {v['cpu_us_per_call'][proc]:.0f} | {v['rss_idle_mib'].get(proc, 0):.1f} | "

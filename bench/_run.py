@@ -2,7 +2,8 @@
 
 1. Start, all at once: a bare grpc.aio chain as long as the longest algomesh path (its
    tail serves the shorter floors), a bare A->B->C chain with mutual TLS on every hop (the
-   floor with the mesh's transport security), one ``algomesh up`` per distinct mesh description, a
+   floor with the mesh's transport security), the native proxies' two paths (bench/_native.py),
+   one ``algomesh up`` per distinct mesh description, a
    Ray cluster per Ray Serve configuration, ``bentoml serve``. Then publish, and check
    every path answers the payload (a mesh's first call is its cold start, not measured).
 2. Warm up each path; record every process's RSS at rest.
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import _bare, _bentoml, _callers, _procs, _ray
+from bench import _bare, _bentoml, _callers, _native, _procs, _ray
 from bench._mesh import MeshServer
 from bench._probes import AgentProbe, LocalProbe, Probe, idle_rss, measured_flood
 from bench.coldstart import stop_all as stop_meshes
@@ -154,6 +155,7 @@ class Run:
         self.tls: dict | None = None
         self.left_behind: set[int] = set()
         self.bento = None
+        self.native: dict[str, str] = {}  # path key -> entry address (bench/_native.py)
 
     # ------------------------------------------------------------------ starting
 
@@ -169,6 +171,7 @@ class Run:
         self.tls, creds = floor_credentials(self.work)
         self.bare_tls = _bare.start_chain(ABC_PROCESSES, self.children, tls=str(creds), name="bare-tls")
         log(f"bare grpc.aio chain of {ABC_PROCESSES} processes with mutual TLS up")
+        self._start_native(creds)
         for m in self.meshes.values():
             m.start()
             log(f"{m.name}: algomesh up at {m.address}, published {', '.join(m.names)}")
@@ -189,6 +192,17 @@ class Run:
                 for p in BENTO_PATHS:
                     self.skipped[p.key] = f"{exc} (log: {self.work}/bentoml.log)"
         self.bento = bento
+
+    def _start_native(self, creds: Path) -> None:
+        if self.a.no_native:
+            self.skipped.update({key: "--no-native" for key in _native.PATHS})
+            return
+        binary, why = _native.build(log, self.work / "native")
+        if binary is None:
+            self.skipped.update({key: why for key in _native.PATHS})
+            return
+        self.native = _native.start(binary, str(creds), self.work / "native", self.children)
+        log("native proxies (bench/native_proxy) up: " + ", ".join(f"{k} at {v}" for k, v in self.native.items()))
 
     def _start_ray(self) -> None:
         a = self.a
@@ -253,6 +267,10 @@ class Run:
             label = "bare echo, mTLS" if n == 1 else f"bare chain, {n} processes (A->B->C), mTLS"
             self.probes.append(LocalProbe(f"bare_tls{n}", label, _callers.GrpcCaller(self.bare_tls[n - 1], tls=self.tls),
                                           "bare_tls", procs=bare_procs(n, "bare-tls"), processes=n, stages=n))
+        for key, address in self.native.items():  # the same with native proxies (no target)
+            n = len(_native.ORDER[key])
+            self.probes.append(LocalProbe(key, _native.LABELS[key], _callers.GrpcCaller(address, tls=self.tls), "native",
+                                          procs=_native.procs(key, self.children), processes=n, stages=3))
         for path in MESH_PATHS:
             server = self.meshes[path.mesh.key()]
             self.probes.append(LocalProbe(path.key, path.label, self._mesh_caller(path, server), "algomesh",

@@ -77,9 +77,10 @@ def test_side_by_side_benchmark_smoke(tmp_path):
 
     # the floor with as many processes as each algomesh path, and the A->B->C chain; the same
     # echo and A->B->C with mutual TLS on every hop
-    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "bare_tls1", "bare_tls3", "mesh1", "mesh3",
-                                 "mesh3_async", "mesh1_shared_direct", "mesh3_shared_direct",
-                                 "mesh3_async_shared_direct"}
+    # and the native proxies where the sidecars are (bench/native_proxy, built with cargo)
+    assert set(doc["paths"]) == {"bare1", "bare2", "bare3", "bare7", "bare_tls1", "bare_tls3", "native3", "native7",
+                                 "mesh1", "mesh3", "mesh3_async", "mesh1_shared_direct", "mesh3_shared_direct",
+                                 "mesh3_async_shared_direct"}, doc["skipped"]
     for key, path in doc["paths"].items():
         assert PATH_KEYS <= set(path), key
         assert path["calls"] == 200 and path["p99_us"] >= path["p50_us"] > 0, key
@@ -93,6 +94,9 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert set(doc["paths"]["mesh3"]["cpu_us_per_call"]) == {
         "ingress+control plane", *(f"{kind} bench/stage{n}" for n in (1, 2, 3) for kind in ("runner", "sidecar"))}
     assert set(doc["paths"]["bare_tls3"]["cpu_us_per_call"]) == {"proxy 1", "proxy 2", "echo"}
+    assert list(doc["paths"]["native3"]["cpu_us_per_call"]) == ["native proxy 1", "native proxy 2", "echo"]
+    assert list(doc["paths"]["native7"]["cpu_us_per_call"]) == [
+        "native ingress", "native sidecar 1", "runner 1", "native sidecar 2", "runner 2", "native sidecar 3", "runner 3"]
     assert set(doc["paths"]["mesh3_shared_direct"]["cpu_us_per_call"]) == {
         "control plane (off the path)", *(f"sidecar bench/stage{n}" for n in (1, 2, 3))}
 
@@ -118,7 +122,10 @@ def test_side_by_side_benchmark_smoke(tmp_path):
         assert math.isfinite(ratios[name]["value"]) and ratios[name]["met"] in (True, False), name
     assert ratios["mesh3.throughput_vs_ray"]["value"] is None and ratios["mesh3.throughput_vs_ray"]["met"] is None
     # the mTLS floor's own per-hop figures, and each three-stage path against it: no target
+    # and so are the native paths' (what a native sidecar could reach at best)
     for name in ("bare_tls3.hop_latency", "bare_tls3.hop_cpu", "mesh3_async_shared_direct.throughput_vs_abc_tls",
+                 "native3.hop_latency", "native3.hop_cpu", "native3.throughput_vs_abc_tls",
+                 "native7.hop_latency", "native7.hop_cpu", "native7.throughput_vs_abc", "native7.p50_vs_abc_tls",
                  "mesh3_async_shared_direct.p50_vs_abc_tls", "mesh3_async_shared_direct_stream.stream_throughput_vs_tls"):
         assert math.isfinite(ratios[name]["value"]) and ratios[name]["value"] > 0, name
         assert ratios[name]["target"] is None and ratios[name]["met"] is None, name
