@@ -83,17 +83,6 @@ def start(python: Path, port: int, log_path: Path) -> Child:
                      env={**os.environ, **ENV})
 
 
-def last_error(log_path: Path) -> str:
-    """The last exception bentoml serve logged (what an HTTP 500 hides), or ""."""
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    found = [line.strip() for line in lines if line[:1].isalpha() and ("Error:" in line or "Exception:" in line)
-             and not line.startswith(("Traceback", "The above"))]
-    return found[-1] if found else ""
-
-
 def wait_ready(child: Child, port: int, timeout: float = 120.0) -> None:
     """Until every service answers: /readyz of the entry service says 200."""
     end = time.monotonic() + timeout

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Iterable
 
 MiB = 1024 * 1024
@@ -171,3 +172,22 @@ def alive(pid: int) -> bool:
         return _stat_fields(pid)[0] != "Z"
     except OSError:
         return False
+
+
+def last_error(log_path) -> str:
+    """The last exception a Python child logged (``SomeError: ...``) in its log, or ""."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line.strip() for line in lines if line[:1].isalpha() and ("Error:" in line or "Exception:" in line)
+             and not line.startswith(("Traceback", "The above"))]
+    return found[-1] if found else ""
+
+
+def log_tail(log_path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a child's log ("" if it has none)."""
+    try:
+        return "\n".join(Path(log_path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -179,7 +179,8 @@ class Run:
             try:
                 addr = agent.expect("http", 240)
             except RuntimeError as exc:
-                self._skip_ray(config, f"the Ray cluster did not start: {exc} (log: {self.work}/ray-{config}.log)")
+                self._skip_ray(config, self._failed_start(f"the Ray cluster did not start: {exc}",
+                                                          self.work / f"ray-{config}.log"))
                 continue
             agent.http = addr
             log(f"Ray Serve ({config}) up; HTTP at {addr}")
@@ -189,8 +190,9 @@ class Run:
                 _bentoml.wait_ready(child, port)
                 log(f"bentoml serve up at 127.0.0.1:{port}")
             except RuntimeError as exc:
+                why = self._failed_start(str(exc), self.work / "bentoml.log")
                 for p in BENTO_PATHS:
-                    self.skipped[p.key] = f"{exc} (log: {self.work}/bentoml.log)"
+                    self.skipped[p.key] = why
         self.bento = bento
 
     def _start_native(self, creds: Path) -> None:
@@ -203,6 +205,13 @@ class Run:
             return
         self.native = _native.start(binary, str(creds), self.work / "native", self.children)
         log("native proxies (bench/native_proxy) up: " + ", ".join(f"{k} at {v}" for k, v in self.native.items()))
+
+    def _failed_start(self, what: str, log_path: Path) -> str:
+        """A third-party server that did not start: its log's end goes to stderr now (the
+        run's folder is removed at the end), its last error into the reason recorded."""
+        log(f"{what}; {log_path.name} ends:\n{_procs.log_tail(log_path)}")
+        error = _procs.last_error(log_path)
+        return f"{what}{f' ({error})' if error else ''}"
 
     def _start_ray(self) -> None:
         a = self.a
@@ -344,7 +353,7 @@ class Run:
             lat = sorted(p.fig.latencies_us or p.warm_latencies_us)
             seen = (f"; before that, {len(lat)} sequential calls: p50 {lat[len(lat) // 2] / 1000:.2f} ms"
                     if lat else "")
-            why = _bentoml.last_error(self.work / "bentoml.log") if p.kind == "bentoml" else ""
+            why = _procs.last_error(self.work / "bentoml.log") if p.kind == "bentoml" else ""
             self.skipped[p.key] = (f"failed while {phase}: {type(exc).__name__}: {exc}"
                                    f"{f' (its log: {why})' if why else ''}{seen}")
             self.probes.remove(p)
