@@ -353,7 +353,7 @@ class Run:
             lat = sorted(p.fig.latencies_us or p.warm_latencies_us)
             seen = (f"; before that, {len(lat)} sequential calls: p50 {lat[len(lat) // 2] / 1000:.2f} ms"
                     if lat else "")
-            why = _procs.last_error(self.work / "bentoml.log") if p.kind == "bentoml" else ""
+            why = _procs.last_error(self.work / ("bentoml.log" if p.kind == "bentoml" else f"ray-{p.meta['config']}.log"))
             self.skipped[p.key] = (f"failed while {phase}: {type(exc).__name__}: {exc}"
                                    f"{f' (its log: {why})' if why else ''}{seen}")
             self.probes.remove(p)
