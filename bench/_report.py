@@ -94,7 +94,7 @@ def ratios(paths: dict[str, dict], streams: dict[str, dict], skipped: dict[str, 
                 p50 = m["p50_us"] / ray[best_p]["p50_us"]
                 t_note = f"{m['calls_per_s']:.0f} vs {ray[best_t]['calls_per_s']:.0f} calls/s ({best_t})"
                 p_note = f"{m['p50_us'] / 1000:.2f} vs {ray[best_p]['p50_us'] / 1000:.2f} ms ({best_p})"
-                if ray_missing:  # Ray's fastest is unknown while one of its paths is: not judged
+                if ray_missing:  # with any Ray path missing, Ray's fastest is unknown: not judged
                     t_note = f"not judged, {ray_missing}; against the Ray paths measured: {t:.2f}x, {t_note}"
                     p_note = f"not judged, {ray_missing}; against the Ray paths measured: {p50:.2f}x, {p_note}"
                     t = p50 = None
