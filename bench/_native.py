@@ -22,7 +22,7 @@ design: a native sidecar doing algomesh's work would cost more. The report gives
 per-hop, Ray and A->B->C ratios without targets.
 
 The proxy is built with cargo (``--locked``) into ``$ALGOMESH_BUILD_CACHE/bench-native``
-(default ``~/.cache/algomesh/build``; about a minute the first time, then a second or
+(``algomesh.registry.build.build_cache``: ``~/.cache/algomesh/build`` by default; about a minute the first time, then a second or
 two) and run from a copy in the run's folder; without cargo, or if the build fails, both paths
 are skipped with the reason, as Ray Serve's are without Ray.
 """
@@ -33,15 +33,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from algomesh.registry.build import build_cache
 from bench import _bare, _procs
 
 HERE = Path(__file__).resolve().parent
 CRATE = HERE / "native_proxy"
 BINARY = "algomesh-bench-native-proxy"
 PATHS = ("native3", "native7")
-# A Child runs the interpreter; this makes it the proxy (Child's guard has set the
-# parent-death signal, which exec keeps).
-_EXEC = "import os, sys; os.execv(sys.argv[1], sys.argv[1:])"
 
 
 def build(log, into: Path) -> tuple[str | None, str]:
@@ -51,8 +49,7 @@ def build(log, into: Path) -> tuple[str | None, str]:
     cargo = shutil.which("cargo")
     if cargo is None:
         return None, "cargo not found (bench/native_proxy is built with the Rust toolchain)"
-    cache = Path(os.environ.get("ALGOMESH_BUILD_CACHE") or Path.home() / ".cache/algomesh/build")
-    target = cache / "bench-native"
+    target = build_cache() / "bench-native"
     log(f"building bench/native_proxy (cargo, into {target})")
     done = subprocess.run([cargo, "build", "--release", "--locked", "--quiet",
                            "--manifest-path", str(CRATE / "Cargo.toml")],
@@ -60,20 +57,20 @@ def build(log, into: Path) -> tuple[str | None, str]:
     if done.returncode != 0:
         return None, f"cargo build of bench/native_proxy failed: {done.stderr.strip()[-600:]}"
     into.mkdir(parents=True, exist_ok=True)
-    return shutil.copy2(target / "release" / BINARY, into / BINARY), ""
+    return str(shutil.copy2(target / "release" / BINARY, into / BINARY)), ""
 
 
-def _start(children: list, name: str, args: list[str], timeout: float) -> list[str]:
-    child = _procs.Child(name, args)
+def _start(children: list, name: str, args: list[str], timeout: float, program: str = "") -> list[str]:
+    child = _procs.Child(name, args, program=program)
     children.append(child)
     return child.expect("port", timeout).split()
 
 
 def _proxy(children: list, name: str, binary: str, creds: str, routes: list[str], timeout: float) -> list[str]:
-    args = ["-c", _EXEC, binary, "--tls", creds]
+    args = ["--tls", creds]
     for route in routes:
         args += ["--route", route]
-    return _start(children, name, args, timeout)
+    return _start(children, name, args, timeout, program=binary)
 
 
 def start(binary: str, creds: str, sockets: Path, children: list, timeout: float = 30.0) -> dict[str, str]:

@@ -34,21 +34,23 @@ except (OSError, AttributeError):
     pass
 if os.getppid() != {parent}:
     sys.exit("parent gone")
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+program = {program!r} or sys.executable
+os.execv(program, [program, *sys.argv[1:]])
 """
 
 
 class Child:
-    """A subprocess of ``sys.executable`` (or of ``python``, another interpreter) whose
-    stdout lines are read by a thread. ``args`` follow the interpreter (a script, ``-m``)."""
+    """A subprocess of ``sys.executable`` (or of ``python``, another interpreter; or of
+    ``program``, a native executable) whose stdout lines are read by a thread. ``args``
+    follow the interpreter (a script, ``-m``) or the program."""
 
     def __init__(self, name: str, args: list[str], *, stderr=None, stdout=None, env: dict | None = None,
-                 python: str | None = None, cwd: str | None = None) -> None:
+                 python: str | None = None, cwd: str | None = None, program: str = "") -> None:
         """``stdout``: a file for its output instead (then ``expect`` has nothing to read)."""
         self.name = name
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.popen = subprocess.Popen(
-            [python or sys.executable, "-c", GUARD.format(parent=os.getpid()), *args],
+        self.popen = subprocess.Popen(  # the guard runs in an interpreter, then execs the program
+            [python or sys.executable, "-c", GUARD.format(parent=os.getpid(), program=program), *args],
             stdin=subprocess.PIPE, stdout=stdout or subprocess.PIPE, stderr=stderr, text=True,
             start_new_session=True, env=env, cwd=cwd)
         if stdout is None:
